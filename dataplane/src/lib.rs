@@ -2,3 +2,4 @@
 //! network by `copy`, `sendfile` or AF_XDP, and measures the three side by side.
 
 pub mod log;
+pub mod transport;
