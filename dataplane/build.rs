@@ -11,15 +11,25 @@ fn main() -> anyhow::Result<()> {
         .context("dataplane crate has no parent directory")?
         .join("dataplane-ebpf");
     println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
-    if Command::new("bpf-linker").arg("--version").output().is_err() {
+    if Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         bail!(
             "bpf-linker is not on PATH, so the XDP program cannot be built. \
              Run `cargo xtask setup` once (it installs bpf-linker@0.10.1 and nightly's rust-src)."
         );
     }
-    let root_dir = ebpf_dir.to_str().context("non-UTF-8 path to dataplane-ebpf")?;
+    let root_dir = ebpf_dir
+        .to_str()
+        .context("non-UTF-8 path to dataplane-ebpf")?;
     aya_build::build_ebpf(
-        [aya_build::Package { name: "dataplane-ebpf", root_dir, ..Default::default() }],
+        [aya_build::Package {
+            name: "dataplane-ebpf",
+            root_dir,
+            ..Default::default()
+        }],
         aya_build::Toolchain::default(),
     )
 }
