@@ -133,7 +133,9 @@ impl Phase {
 
 /// Client half of the handshake and the request that follows it; resends
 /// each step on its own timer until the server answers.
-struct Handshake {
+struct Handshake<'r> {
+    request: Message<'r>,
+    window: u32,
     phase: Phase,
     nonce: u64,
     cookie: Option<CookieBody>,
@@ -145,9 +147,11 @@ struct Handshake {
     accepted: Option<Instant>,
 }
 
-impl Handshake {
-    fn new(now: Instant) -> Handshake {
+impl<'r> Handshake<'r> {
+    fn new(now: Instant, request: Message<'r>, window: u32) -> Handshake<'r> {
         Handshake {
+            request,
+            window,
             phase: Phase::Hello,
             nonce: std::collections::hash_map::RandomState::new()
                 .build_hasher()
@@ -203,8 +207,6 @@ impl Handshake {
         link: &mut dyn FrameLink,
         outbox: &mut Outbox,
         route: &Route,
-        window: u32,
-        request: &Message<'_>,
         now: Instant,
         rtt: &mut Rtt,
         stats: &mut Stats,
@@ -234,10 +236,10 @@ impl Handshake {
                 Header::new(Kind::CookieEcho, 0),
                 Message::CookieEcho {
                     cookie: self.cookie.expect("cookie in echo phase"),
-                    window,
+                    window: self.window,
                 },
             ),
-            _ => (Header::new(request.kind(), self.session), *request),
+            _ => (Header::new(self.request.kind(), self.session), self.request),
         };
         if outbox.send(link, route, &h, &msg, stats) {
             self.sends += 1;
@@ -305,16 +307,16 @@ pub fn fetch(
     let mut stats = Stats::default();
     let mut outbox = Outbox::new(256);
     let mut rtt = Rtt::new(cfg.timing);
-    let mut hs = Handshake::new(start);
-    let mut receiver = Receiver::new(cfg.window, frame::max_body(link.frame_size()));
-    let mut asm = BatchAssembler::new(cfg.max_batch);
-    let mut last_heard = start;
     let request = Message::FetchRequest {
         topic: req.topic,
         partition: req.partition,
         offset: req.offset,
         max_bytes: req.max_bytes,
     };
+    let mut hs = Handshake::new(start, request, cfg.window);
+    let mut receiver = Receiver::new(cfg.window, frame::max_body(link.frame_size()));
+    let mut asm = BatchAssembler::new(cfg.max_batch);
+    let mut last_heard = start;
     let result = loop {
         let now = Instant::now();
         link.flush().map_err(link_err("flush"))?;
@@ -396,16 +398,7 @@ pub fn fetch(
                 stats,
             });
         }
-        hs.tick(
-            link,
-            &mut outbox,
-            &route,
-            cfg.window,
-            &request,
-            now,
-            &mut rtt,
-            &mut stats,
-        );
+        hs.tick(link, &mut outbox, &route, now, &mut rtt, &mut stats);
         if now.saturating_duration_since(last_heard) > cfg.timeout {
             let waited = now - last_heard;
             break Err(ClientError::PeerSilent {
@@ -489,7 +482,11 @@ where
     let mut stats = Stats::default();
     let mut outbox = Outbox::new(256);
     let mut rtt = Rtt::new(cfg.timing);
-    let mut hs = Handshake::new(start);
+    let mut hs = Handshake::new(
+        start,
+        Message::ProduceRequest { topic, partition },
+        cfg.window,
+    );
     let mut sender: Option<Sender> = None;
     let mut feed = BatchFeed {
         iter: batches.into_iter(),
@@ -498,7 +495,6 @@ where
         batches: 0,
     };
     let mut last_heard = start;
-    let request = Message::ProduceRequest { topic, partition };
     let result = loop {
         let now = Instant::now();
         link.flush().map_err(link_err("flush"))?;
@@ -557,16 +553,7 @@ where
             }
             stats.unexpected += 1;
         }
-        hs.tick(
-            link,
-            &mut outbox,
-            &route,
-            cfg.window,
-            &request,
-            now,
-            &mut rtt,
-            &mut stats,
-        );
+        hs.tick(link, &mut outbox, &route, now, &mut rtt, &mut stats);
         if let Some(s) = sender.as_mut() {
             match s.pump(link, &route, &mut feed, now, &mut stats) {
                 Ok(()) => {}

@@ -873,7 +873,6 @@ mod tests {
             offset: 0,
         };
         r.on_frame(&fh, &fin, &mut |_| Ok(()), &mut s).unwrap();
-        drop(feed);
         assert!(r.complete());
         assert_eq!(got, b"abcdef");
         assert_eq!(s.duplicates_dropped, 2);
