@@ -47,15 +47,30 @@ pub struct TxRecord {
     pub seq: u32,
 }
 
-struct Queue {
-    frames: VecDeque<Vec<u8>>,
-    counts: WireCounts,
+struct WireState {
+    /// Frames waiting at each node.
+    rx: Vec<VecDeque<Vec<u8>>>,
+    /// What the wire did to what each node transmitted.
+    counts: Vec<WireCounts>,
+    /// Each node's UDP port, for routing in a star (0: none).
+    ports: Vec<u16>,
 }
 
 struct Wire {
-    /// Index 0 carries a → b, 1 carries b → a.
-    queues: Mutex<[Queue; 2]>,
+    state: Mutex<WireState>,
     ready: Condvar,
+}
+
+impl WireState {
+    fn route(&self, from: usize, default_peer: usize, bytes: &[u8]) -> usize {
+        let port = match bytes.get(36..38) {
+            Some(p) => u16::from_be_bytes([p[0], p[1]]),
+            None => return default_peer,
+        };
+        (0..self.ports.len())
+            .find(|&n| n != from && self.ports[n] != 0 && self.ports[n] == port)
+            .unwrap_or(default_peer)
+    }
 }
 
 /// splitmix64: small, seedable, good enough to draw faults.
@@ -76,8 +91,9 @@ impl Rng {
 
 pub struct MemLink {
     wire: Arc<Wire>,
-    /// Direction this side transmits on.
-    tx: usize,
+    node: usize,
+    /// Where frames go that are addressed to no known port.
+    default_peer: usize,
     frame_size: usize,
     pool: Vec<u8>,
     free: Vec<u32>,
@@ -96,40 +112,56 @@ pub struct MemLink {
 }
 
 impl MemLink {
+    fn nodes(frame_size: usize, frames: usize, ports: Vec<u16>) -> Vec<MemLink> {
+        let n = ports.len();
+        let wire = Arc::new(Wire {
+            state: Mutex::new(WireState {
+                rx: (0..n).map(|_| VecDeque::new()).collect(),
+                counts: vec![WireCounts::default(); n],
+                ports,
+            }),
+            ready: Condvar::new(),
+        });
+        (0..n)
+            .map(|node| MemLink {
+                wire: wire.clone(),
+                node,
+                default_peer: if node == 0 { 1 } else { 0 },
+                frame_size,
+                pool: vec![0; frame_size * frames],
+                free: (0..frames as u32).rev().collect(),
+                allocated: vec![false; frames],
+                in_flight: vec![false; frames],
+                queued: Vec::with_capacity(frames),
+                completing: Vec::with_capacity(frames),
+                tx_ring: frames,
+                rx_capacity: 4 * frames,
+                faults: Faults::default(),
+                rng: Rng(0),
+                held: None,
+                log: Arc::new(Mutex::new(Vec::new())),
+            })
+            .collect()
+    }
+
     /// Two connected links, each with `frames` TX buffers of `frame_size`
     /// bytes, a TX ring of `frames` entries and an RX queue of `4 * frames`.
     pub fn pair(frame_size: usize, frames: usize) -> (MemLink, MemLink) {
-        let wire = Arc::new(Wire {
-            queues: Mutex::new([
-                Queue {
-                    frames: VecDeque::new(),
-                    counts: WireCounts::default(),
-                },
-                Queue {
-                    frames: VecDeque::new(),
-                    counts: WireCounts::default(),
-                },
-            ]),
-            ready: Condvar::new(),
-        });
-        let side = |tx| MemLink {
-            wire: wire.clone(),
-            tx,
-            frame_size,
-            pool: vec![0; frame_size * frames],
-            free: (0..frames as u32).rev().collect(),
-            allocated: vec![false; frames],
-            in_flight: vec![false; frames],
-            queued: Vec::with_capacity(frames),
-            completing: Vec::with_capacity(frames),
-            tx_ring: frames,
-            rx_capacity: 4 * frames,
-            faults: Faults::default(),
-            rng: Rng(0),
-            held: None,
-            log: Arc::new(Mutex::new(Vec::new())),
-        };
-        (side(0), side(1))
+        let mut v = MemLink::nodes(frame_size, frames, vec![0, 0]);
+        let b = v.pop().expect("two nodes");
+        let a = v.pop().expect("two nodes");
+        (a, b)
+    }
+
+    /// A server link and one client link per port in `client_ports`, all on
+    /// one switch: clients reach the server, the server's frames go to the
+    /// client whose UDP port they are addressed to.
+    pub fn star(frame_size: usize, frames: usize, client_ports: &[u16]) -> (MemLink, Vec<MemLink>) {
+        let mut ports = vec![0];
+        ports.extend_from_slice(client_ports);
+        let mut v = MemLink::nodes(frame_size, frames, ports);
+        let clients = v.split_off(1);
+        (v.pop().expect("server node"), clients)
     }
 
     /// Faults applied to frames this side transmits.
@@ -146,14 +178,14 @@ impl MemLink {
 
     /// What the wire did to frames this side transmitted.
     pub fn wire_counts(&self) -> WireCounts {
-        self.wire.queues.lock().expect("wire lock")[self.tx].counts
+        self.wire.state.lock().expect("wire lock").counts[self.node]
     }
 
     /// A handle to read the same counts from another thread.
     pub fn counts_handle(&self) -> WireCountsHandle {
         WireCountsHandle {
             wire: self.wire.clone(),
-            tx: self.tx,
+            node: self.node,
         }
     }
 
@@ -162,37 +194,41 @@ impl MemLink {
         self.allocated.iter().filter(|a| **a).count()
     }
 
-    fn put_on_wire(&mut self, q: &mut Queue, mut bytes: Vec<u8>) {
-        q.counts.carried += 1;
+    fn put_on_wire(&mut self, st: &mut WireState, mut bytes: Vec<u8>) {
+        let node = self.node;
+        st.counts[node].carried += 1;
         if self.rng.chance(self.faults.drop) {
-            q.counts.dropped += 1;
+            st.counts[node].dropped += 1;
             return;
         }
         if self.rng.chance(self.faults.corrupt) && !bytes.is_empty() {
             let at = (self.rng.next() % bytes.len() as u64) as usize;
             bytes[at] ^= 1 << (self.rng.next() % 8);
-            q.counts.corrupted += 1;
+            st.counts[node].corrupted += 1;
         }
         let dup = self.rng.chance(self.faults.duplicate);
         if self.held.is_none() && self.rng.chance(self.faults.reorder) {
-            q.counts.reordered += 1;
+            st.counts[node].reordered += 1;
             self.held = Some(bytes);
             return;
         }
-        let deliver = |q: &mut Queue, b: Vec<u8>| {
-            if q.frames.len() >= self.rx_capacity {
-                q.counts.overflowed += 1;
+        let capacity = self.rx_capacity;
+        let default_peer = self.default_peer;
+        let deliver = |st: &mut WireState, b: Vec<u8>| {
+            let to = st.route(node, default_peer, &b);
+            if st.rx[to].len() >= capacity {
+                st.counts[node].overflowed += 1;
             } else {
-                q.frames.push_back(b);
+                st.rx[to].push_back(b);
             }
         };
         if dup {
-            q.counts.duplicated += 1;
-            deliver(q, bytes.clone());
+            st.counts[node].duplicated += 1;
+            deliver(st, bytes.clone());
         }
-        deliver(q, bytes);
+        deliver(st, bytes);
         if let Some(h) = self.held.take() {
-            deliver(q, h);
+            deliver(st, h);
         }
     }
 }
@@ -200,12 +236,12 @@ impl MemLink {
 #[derive(Clone)]
 pub struct WireCountsHandle {
     wire: Arc<Wire>,
-    tx: usize,
+    node: usize,
 }
 
 impl WireCountsHandle {
     pub fn get(&self) -> WireCounts {
-        self.wire.queues.lock().expect("wire lock")[self.tx].counts
+        self.wire.state.lock().expect("wire lock").counts[self.node]
     }
 }
 
@@ -276,17 +312,17 @@ impl FrameLink for MemLink {
             return Ok(());
         }
         let wire = self.wire.clone();
-        let mut queues = wire.queues.lock().expect("wire lock");
+        let mut st = wire.state.lock().expect("wire lock");
         let queued = std::mem::take(&mut self.queued);
         for &(id, len) in &queued {
             let i = id.0 as usize;
             let bytes = self.pool[i * self.frame_size..i * self.frame_size + len].to_vec();
-            self.put_on_wire(&mut queues[self.tx], bytes);
+            self.put_on_wire(&mut st, bytes);
             self.completing.push(id);
         }
         self.queued = queued;
         self.queued.clear();
-        drop(queues);
+        drop(st);
         wire.ready.notify_all();
         Ok(())
     }
@@ -294,9 +330,7 @@ impl FrameLink for MemLink {
     fn receive(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> io::Result<usize> {
         let mut n = 0;
         while n < max {
-            let Some(b) = self.wire.queues.lock().expect("wire lock")[1 - self.tx]
-                .frames
-                .pop_front()
+            let Some(b) = self.wire.state.lock().expect("wire lock").rx[self.node].pop_front()
             else {
                 break;
             };
@@ -310,11 +344,15 @@ impl FrameLink for MemLink {
         if !self.completing.is_empty() || !self.queued.is_empty() {
             return Ok(());
         }
-        let q = self.wire.queues.lock().expect("wire lock");
-        if !q[1 - self.tx].frames.is_empty() {
+        let st = self.wire.state.lock().expect("wire lock");
+        if !st.rx[self.node].is_empty() {
             return Ok(());
         }
-        let _ = self.wire.ready.wait_timeout(q, timeout).expect("wire lock");
+        let _ = self
+            .wire
+            .ready
+            .wait_timeout(st, timeout)
+            .expect("wire lock");
         Ok(())
     }
 }

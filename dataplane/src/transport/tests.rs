@@ -786,3 +786,61 @@ fn silent_server_is_named_in_the_error() {
     let err = client::produce(&mut cli_link, &cfg, TOPIC, 0, [[0u8; 61]]).unwrap_err();
     assert!(err.to_string().contains("10.9.0.1:9100"));
 }
+
+#[test]
+fn one_server_serves_concurrent_fetch_and_produce_sessions_sharing_its_pool() {
+    let ports = [40000, 40001, 40002, 40003];
+    let (mut srv_link, clients) = MemLink::star(2048, 192, &ports);
+    srv_link.set_faults(faults(0.02, 71));
+    let log = Arc::new(make_batches(1 << 20, 1024, 64 * 1024, 8).concat());
+    let sink = MemSink::default();
+    let stored = sink.batches.clone();
+    let server = Running::start(
+        srv_link,
+        server_config(),
+        MemSource { log: log.clone() },
+        sink,
+    );
+    let produced = make_batches(512 * 1024, 1024, 32 * 1024, 9);
+    let handles: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut link)| {
+            link.set_faults(faults(0.02, 80 + i as u64));
+            let mut cfg = client_config();
+            cfg.local = Endpoint {
+                port: ports[i],
+                mac: [2, 0, 0, 0, 1, i as u8],
+                ..cfg.local
+            };
+            let log = log.clone();
+            let produced = produced.clone();
+            thread::spawn(move || {
+                if i == 3 {
+                    let r = client::produce(&mut link, &cfg, TOPIC, 0, produced.iter()).unwrap();
+                    assert_eq!(r.batches, produced.len() as u64);
+                } else {
+                    let mut got = Vec::new();
+                    let req = FetchRequest {
+                        topic: TOPIC,
+                        partition: 0,
+                        offset: 0,
+                        max_bytes: 0,
+                    };
+                    client::fetch(&mut link, &cfg, &req, &mut |b| got.extend_from_slice(b))
+                        .unwrap();
+                    assert!(got == *log, "client {i} got other bytes");
+                }
+                assert_eq!(link.frames_allocated(), 0);
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let (stats, srv_link, _) = server.stop();
+    assert!(*stored.lock().unwrap() == produced);
+    assert_eq!(stats.sessions_opened, 4);
+    assert_eq!(stats.sessions_completed, 4);
+    assert_eq!(srv_link.frames_allocated(), 0);
+}
