@@ -844,3 +844,36 @@ fn one_server_serves_concurrent_fetch_and_produce_sessions_sharing_its_pool() {
     assert_eq!(stats.sessions_completed, 4);
     assert_eq!(srv_link.frames_allocated(), 0);
 }
+
+#[test]
+fn empty_streams_complete_in_both_directions() {
+    let (srv_link, mut cli_link) = MemLink::pair(2048, 64);
+    let sink = MemSink::default();
+    let stored = sink.batches.clone();
+    let server = Running::start(
+        srv_link,
+        server_config(),
+        MemSource {
+            log: Arc::new(vec![]),
+        },
+        sink,
+    );
+    let req = FetchRequest {
+        topic: TOPIC,
+        partition: 0,
+        offset: 0,
+        max_bytes: 0,
+    };
+    let mut calls = 0;
+    let r = client::fetch(&mut cli_link, &client_config(), &req, &mut |_| calls += 1).unwrap();
+    assert_eq!((r.bytes, r.batches, calls), (0, 0, 0));
+    let none: [&[u8]; 0] = [];
+    let r = client::produce(&mut cli_link, &client_config(), TOPIC, 0, none).unwrap();
+    assert_eq!((r.bytes, r.batches, r.last_offset), (0, 0, -1));
+    let (stats, _, _) = server.stop();
+    assert!(stored.lock().unwrap().is_empty());
+    assert_eq!(stats.sessions_completed, 2);
+    let json = serde_json::to_value(stats).unwrap();
+    assert_eq!(json["sessions_completed"], 2);
+    assert!(json["malformed"]["bad_magic"].is_u64());
+}
