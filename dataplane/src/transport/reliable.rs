@@ -39,7 +39,7 @@ impl Default for Timing {
     fn default() -> Self {
         Timing {
             initial_rto: Duration::from_millis(50),
-            min_rto: Duration::from_millis(2),
+            min_rto: Duration::from_millis(5),
             max_rto: Duration::from_secs(1),
             max_sends: 16,
             dup_threshold: 3,

@@ -480,7 +480,7 @@ impl Harness {
         self.received
             .iter()
             .map(|b| {
-                let f = frame::parse(b, Some(client_ep().port)).unwrap();
+                let f = frame::parse(b, None).unwrap();
                 (f.header.kind, b.len(), f.message().unwrap())
             })
             .collect()
@@ -876,4 +876,52 @@ fn empty_streams_complete_in_both_directions() {
     let json = serde_json::to_value(stats).unwrap();
     assert_eq!(json["sessions_completed"], 2);
     assert!(json["malformed"]["bad_magic"].is_u64());
+}
+
+#[test]
+fn a_full_server_says_busy_in_a_frame_no_larger_than_the_echo() {
+    let mut config = server_config();
+    config.max_sessions = 1;
+    let mut h = Harness::new(config);
+    let c = h.cookie_for(client_ep(), 1);
+    h.send(
+        client_ep(),
+        0,
+        &Message::CookieEcho {
+            cookie: c,
+            window: 64,
+        },
+    );
+    h.settle();
+    let other = Endpoint {
+        port: 40001,
+        ..client_ep()
+    };
+    let c = h.cookie_for(other, 2);
+    h.received.clear();
+    let echo = h.send(
+        other,
+        0,
+        &Message::CookieEcho {
+            cookie: c,
+            window: 64,
+        },
+    );
+    h.settle();
+    assert_eq!(h.server.session_count(), 1);
+    let replies = h.replies();
+    let busy: Vec<_> = replies
+        .iter()
+        .filter(|(k, _, _)| *k == Kind::Error)
+        .collect();
+    assert_eq!(busy.len(), 1, "{replies:?}");
+    assert!(matches!(
+        busy[0].2,
+        Message::Error {
+            code: frame::code::BUSY,
+            ..
+        }
+    ));
+    assert!(busy[0].1 <= echo);
+    h.assert_no_data_sent();
 }
