@@ -49,6 +49,23 @@ fn timing() -> Timing {
     }
 }
 
+/// Timers for fault-free runs: long enough that a stalled test thread on a
+/// busy machine is not mistaken for loss, so any retransmission is a bug.
+fn patient(mut t: Timing) -> Timing {
+    t.min_rto = Duration::from_millis(300);
+    t.max_rto = Duration::from_secs(1);
+    t
+}
+
+fn configs(drop: f64) -> (ServerConfig, ClientConfig) {
+    let (mut s, mut c) = (server_config(), client_config());
+    if drop == 0.0 {
+        s.timing = patient(s.timing);
+        c.timing = patient(c.timing);
+    }
+    (s, c)
+}
+
 fn server_config() -> ServerConfig {
     let mut c = ServerConfig::new(server_ep(), *b"0123456789abcdef");
     c.timing = timing();
@@ -238,6 +255,7 @@ fn run_fetch(total: usize, frame_size: usize, drop: f64, seed: u64) -> Outcome {
     let batches = make_batches(total, 1024, 256 * 1024, seed);
     let log: Vec<u8> = batches.concat();
     assert_eq!(log.len(), total);
+    let (srv_cfg, cli_cfg) = configs(drop);
     let (mut srv_link, mut cli_link) = MemLink::pair(frame_size, 256);
     srv_link.set_faults(faults(drop, seed));
     cli_link.set_faults(faults(drop, seed + 1));
@@ -245,7 +263,7 @@ fn run_fetch(total: usize, frame_size: usize, drop: f64, seed: u64) -> Outcome {
     let to_server = cli_link.counts_handle();
     let server = Running::start(
         srv_link,
-        server_config(),
+        srv_cfg,
         MemSource { log: Arc::new(log) },
         MemSink::default(),
     );
@@ -256,10 +274,10 @@ fn run_fetch(total: usize, frame_size: usize, drop: f64, seed: u64) -> Outcome {
         offset: 0,
         max_bytes: 0,
     };
-    let report = client::fetch(&mut cli_link, &client_config(), &req, &mut |b| {
-        got.push(b.to_vec())
-    })
-    .unwrap_or_else(|e| panic!("fetch of {total} bytes, frames {frame_size}, drop {drop}: {e}"));
+    let report = client::fetch(&mut cli_link, &cli_cfg, &req, &mut |b| got.push(b.to_vec()))
+        .unwrap_or_else(|e| {
+            panic!("fetch of {total} bytes, frames {frame_size}, drop {drop}: {e}")
+        });
     let (server_stats, srv_link, tx_log) = server.stop();
     assert_eq!(got.len(), batches.len(), "batch count");
     assert!(got == batches, "fetched batches differ from the log");
@@ -278,6 +296,7 @@ fn run_fetch(total: usize, frame_size: usize, drop: f64, seed: u64) -> Outcome {
 
 fn run_produce(total: usize, frame_size: usize, drop: f64, seed: u64) -> Outcome {
     let batches = make_batches(total, 1024, 256 * 1024, seed);
+    let (srv_cfg, cli_cfg) = configs(drop);
     let (mut srv_link, mut cli_link) = MemLink::pair(frame_size, 256);
     srv_link.set_faults(faults(drop, seed));
     cli_link.set_faults(faults(drop, seed + 1));
@@ -288,14 +307,14 @@ fn run_produce(total: usize, frame_size: usize, drop: f64, seed: u64) -> Outcome
     let stored = sink.batches.clone();
     let server = Running::start(
         srv_link,
-        server_config(),
+        srv_cfg,
         MemSource {
             log: Arc::new(Vec::new()),
         },
         sink,
     );
-    let report = client::produce(&mut cli_link, &client_config(), TOPIC, 0, batches.iter())
-        .unwrap_or_else(|e| {
+    let report =
+        client::produce(&mut cli_link, &cli_cfg, TOPIC, 0, batches.iter()).unwrap_or_else(|e| {
             panic!("produce of {total} bytes, frames {frame_size}, drop {drop}: {e}")
         });
     let (server_stats, srv_link, _) = server.stop();
@@ -326,7 +345,6 @@ fn fetch_is_byte_identical_without_faults() {
     for frame_size in [2048, 4096] {
         for (i, total) in SIZES.into_iter().enumerate() {
             let o = run_fetch(total, frame_size, 0.0, 10 + i as u64);
-            eprintln!("fetch {total} frame {frame_size}: server {:?}", o.server);
             assert_eq!(o.server.retransmissions, 0, "nothing lost, nothing re-sent");
             assert_eq!(o.client.duplicates_dropped, 0);
             assert_eq!(o.server.sessions_completed, 1);
