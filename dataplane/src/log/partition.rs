@@ -1,0 +1,3 @@
+pub struct FetchSlice;
+pub struct PartitionLog;
+pub struct TopicPartition;
