@@ -803,10 +803,8 @@ mod tests {
 
         #[test]
         fn parsing_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
-            for r in BatchIter::new(&bytes, 0) {
-                if let Ok((_, b)) = r {
-                    let _ = b.records();
-                }
+            for (_, b) in BatchIter::new(&bytes, 0).flatten() {
+                let _ = b.records();
             }
             for r in HeaderIter::new(&bytes, 0) {
                 let _ = r;
