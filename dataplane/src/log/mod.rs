@@ -1,7 +1,8 @@
 //! Kafka's on-disk log: record batch v2 (`batch`), the varint record codec
 //! (`record`), segments with their sparse `.index` (`segment`), a whole
-//! topic-partition directory (`partition`), and the deterministic generator
-//! behind `dataplane gen` (`generate`).
+//! topic-partition directory (`partition`), the deterministic generator
+//! behind `dataplane gen` (`generate`) and a kafka-dump-log style checker
+//! (`inspect`).
 //!
 //! Byte offsets in every error are positions in the named file, so a user can
 //! go straight to the damage with `xxd -s`.
@@ -13,5 +14,11 @@ pub mod partition;
 pub mod record;
 pub mod segment;
 
-pub use batch::{BatchError, BatchHeader, BatchIter, RecordBatch};
-pub use partition::{FetchSlice, PartitionLog, TopicPartition};
+pub use batch::{BatchBuilder, BatchError, BatchHeader, BatchIter, HeaderIter, RecordBatch};
+pub use partition::{
+    Damage, FetchSlice, FsyncPolicy, LogError, LogOptions, PartitionLog, TopicPartition,
+};
+pub use record::{Header, Record};
+
+#[cfg(test)]
+mod tests;
