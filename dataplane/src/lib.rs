@@ -1,6 +1,11 @@
 //! dataplane: moves Kafka-format record batches between log segments and the
 //! network by `copy`, `sendfile` or AF_XDP, and measures the three side by side.
 
+pub mod bench;
 pub mod kafka;
-// pub mod log;
+pub mod log;
+pub mod tcp;
 pub mod transport;
+
+/// UDP port of the AF_XDP data path unless told otherwise.
+pub const DEFAULT_AFXDP_PORT: u16 = 7077;
