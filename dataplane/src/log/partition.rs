@@ -229,6 +229,13 @@ impl FetchSlice {
     }
 }
 
+// Shared by server threads: keep it that way.
+const _: () = {
+    const fn shared<T: Send + Sync>() {}
+    shared::<PartitionLog>();
+    shared::<FetchSlice>();
+};
+
 #[derive(Debug)]
 struct Writer {
     active: Option<SegmentWriter>,
