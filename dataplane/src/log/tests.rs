@@ -473,6 +473,22 @@ fn concurrent_appends_and_fetches_never_see_partial_batches() {
 }
 
 #[test]
+fn only_one_appender_per_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = PartitionLog::create(dir.path(), &tp(), LogOptions::default()).unwrap();
+    let b = PartitionLog::open(dir.path(), &tp(), LogOptions::default()).unwrap();
+    a.append(&mut batch(0, 1, 1)).unwrap();
+    let err = b.append(&mut batch(1, 1, 1)).unwrap_err();
+    assert!(matches!(err, LogError::Locked { .. }), "{err}");
+    drop(a);
+    // Once the first appender is gone, a fresh open can append (b's view
+    // of the log is stale, so it is not the one to use).
+    drop(b);
+    let c = PartitionLog::open(dir.path(), &tp(), LogOptions::default()).unwrap();
+    assert_eq!(c.append(&mut batch(2, 1, 1)).unwrap(), 1);
+}
+
+#[test]
 fn wait_for_data_wakes_on_append() {
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(PartitionLog::create(dir.path(), &tp(), LogOptions::default()).unwrap());
