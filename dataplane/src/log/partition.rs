@@ -510,13 +510,12 @@ impl PartitionLog {
             w.lock = Some(self.lock_dir()?);
         }
         let base = self.high_watermark();
+        let total: i64 = spans.iter().map(|&(_, _, d)| i64::from(d) + 1).sum();
+        base.checked_add(total).ok_or(LogError::OffsetOverflow)?;
         let mut next = base;
         for &(pos, _, delta) in &spans {
-            let after = next
-                .checked_add(i64::from(delta) + 1)
-                .ok_or(LogError::OffsetOverflow)?;
             super::batch::set_base_offset(&mut batches[pos..], next);
-            next = after;
+            next += i64::from(delta) + 1;
         }
 
         // Write runs of batches that fit in the active segment.
