@@ -8,7 +8,9 @@
 //! Timestamps are [`GEN_BASE_TIMESTAMP`] + offset (milliseconds).
 //!
 //! The hot loop writes straight into one reused buffer: no allocation per
-//! record or batch, one CRC pass per batch.
+//! record or batch, one CRC pass per batch. A value is a window of a 64 KiB
+//! per-seed stream of random alphanumerics, starting at a position hashed
+//! from the offset, so making one is a memcpy.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -90,17 +92,71 @@ fn mix(mut z: u64) -> u64 {
 
 const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
 
-/// Fills `out` with the value of the record at `offset` (its length is the
-/// record size).
-pub fn fill_value(seed: u64, offset: i64, out: &mut [u8]) {
-    let mut state = mix(seed ^ mix((offset as u64).wrapping_add(GOLDEN)));
-    for chunk in out.chunks_mut(8) {
+/// Period of the character stream values are cut from.
+const PATTERN_LEN: usize = 1 << 16;
+
+/// The seed's character stream: `PATTERN_LEN` random alphanumerics.
+fn make_pattern(seed: u64) -> Box<[u8]> {
+    let mut p = vec![0u8; PATTERN_LEN].into_boxed_slice();
+    let mut state = mix(seed ^ GOLDEN);
+    for chunk in p.chunks_mut(8) {
         state = state.wrapping_add(GOLDEN);
         let x = mix(state);
         for (i, b) in chunk.iter_mut().enumerate() {
             *b = ALPHABET[((x >> (8 * i)) & 63) as usize];
         }
     }
+    p
+}
+
+thread_local! {
+    static PATTERN: std::cell::RefCell<Option<(u64, Box<[u8]>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with the seed's pattern, built once per thread and seed.
+fn with_pattern<R>(seed: u64, f: impl FnOnce(&[u8]) -> R) -> R {
+    PATTERN.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.as_ref().is_none_or(|(s, _)| *s != seed) {
+            *cell = Some((seed, make_pattern(seed)));
+        }
+        match cell.as_ref() {
+            Some((_, p)) => f(p),
+            None => f(&make_pattern(seed)),
+        }
+    })
+}
+
+/// Where the value of the record at `offset` starts in the pattern.
+fn value_start(seed: u64, offset: i64) -> usize {
+    (mix(seed ^ mix((offset as u64).wrapping_add(GOLDEN))) % PATTERN_LEN as u64) as usize
+}
+
+/// Calls `sink` with the consecutive pieces of the value of the record at
+/// `offset`: the seed's pattern read cyclically from a per-offset start, so
+/// producing a value is a memcpy.
+fn value_pieces(seed: u64, offset: i64, size: usize, mut sink: impl FnMut(&[u8])) {
+    with_pattern(seed, |p| {
+        let mut start = value_start(seed, offset);
+        let mut left = size;
+        while left > 0 {
+            let n = left.min(PATTERN_LEN - start);
+            sink(&p[start..start + n]);
+            left -= n;
+            start = 0;
+        }
+    });
+}
+
+/// Fills `out` with the value of the record at `offset` (its length is the
+/// record size). A shorter value is a prefix of a longer one.
+pub fn fill_value(seed: u64, offset: i64, out: &mut [u8]) {
+    let mut at = 0;
+    value_pieces(seed, offset, out.len(), |piece| {
+        out[at..at + piece.len()].copy_from_slice(piece);
+        at += piece.len();
+    });
 }
 
 /// The exact value of the generated record at `offset`.
@@ -161,9 +217,9 @@ pub fn batch_into(spec: &GenSpec, first_offset: i64, count: u32, out: &mut Vec<u
             put_varint(out, -1);
         }
         put_varint(out, size as i32);
-        let v = out.len();
-        out.resize(v + size, 0);
-        fill_value(spec.seed, offset, &mut out[v..]);
+        value_pieces(spec.seed, offset, size, |piece| {
+            out.extend_from_slice(piece)
+        });
         put_varint(out, 0); // no headers
     }
     let base_timestamp = record_timestamp(first_offset);

@@ -60,6 +60,11 @@ pub enum LogError {
         log_start_offset: i64,
         high_watermark: i64,
     },
+    #[error(
+        "{}: another process (or another PartitionLog in this one) is appending to this partition",
+        path.display()
+    )]
+    Locked { path: PathBuf },
     #[error("another writer appended meanwhile: expected base offset {expected}, got {got}")]
     ConcurrentAppend { expected: i64, got: i64 },
     #[error("invalid topic-partition {name:?}: {why}")]
@@ -229,11 +234,21 @@ impl FetchSlice {
     }
 }
 
+// Shared by server threads: keep it that way.
+const _: () = {
+    const fn shared<T: Send + Sync>() {}
+    shared::<PartitionLog>();
+    shared::<FetchSlice>();
+};
+
 #[derive(Debug)]
 struct Writer {
     active: Option<SegmentWriter>,
     /// The undamaged last segment found by open, resumed at the first append.
     resumable: Option<SegmentScan>,
+    /// The partition directory, `flock`ed from the first append on so that
+    /// only one appender writes a partition.
+    lock: Option<fs::File>,
     last_sync: Instant,
 }
 
@@ -342,6 +357,7 @@ impl PartitionLog {
             writer: Mutex::new(Writer {
                 active: None,
                 resumable,
+                lock: None,
                 last_sync: Instant::now(),
             }),
             high_watermark: AtomicI64::new(next_offset),
@@ -490,14 +506,16 @@ impl PartitionLog {
         }
 
         let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if w.lock.is_none() {
+            w.lock = Some(self.lock_dir()?);
+        }
         let base = self.high_watermark();
+        let total: i64 = spans.iter().map(|&(_, _, d)| i64::from(d) + 1).sum();
+        base.checked_add(total).ok_or(LogError::OffsetOverflow)?;
         let mut next = base;
         for &(pos, _, delta) in &spans {
-            let after = next
-                .checked_add(i64::from(delta) + 1)
-                .ok_or(LogError::OffsetOverflow)?;
             super::batch::set_base_offset(&mut batches[pos..], next);
-            next = after;
+            next += i64::from(delta) + 1;
         }
 
         // Write runs of batches that fit in the active segment.
@@ -583,6 +601,28 @@ impl PartitionLog {
         ::log::debug!("{}: rolled new segment at offset {base_offset}", self.tp);
         w.active = Some(seg);
         Ok(())
+    }
+
+    /// Takes an exclusive, non-blocking `flock` on the partition directory
+    /// (released when the returned descriptor is closed).
+    fn lock_dir(&self) -> Result<fs::File, LogError> {
+        use std::os::fd::AsRawFd;
+        let dir = fs::File::open(&self.dir)
+            .map_err(|e| LogError::io("opening partition directory to lock", &self.dir, e))?;
+        // SAFETY: flock on a descriptor we own and keep open; no memory is
+        // passed to the kernel.
+        let rc = unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let e = io::Error::last_os_error();
+            return Err(if e.kind() == io::ErrorKind::WouldBlock {
+                LogError::Locked {
+                    path: self.dir.clone(),
+                }
+            } else {
+                LogError::io("locking partition directory", &self.dir, e)
+            });
+        }
+        Ok(dir)
     }
 
     fn maybe_sync(&self, w: &mut Writer) -> Result<(), LogError> {

@@ -653,6 +653,28 @@ mod tests {
     }
 
     #[test]
+    fn index_entry_only_once_more_than_the_interval_went_in() {
+        // Equal-size batches and an interval of exactly three of them: like
+        // Kafka, the entry goes on the batch written after *more* than the
+        // interval, i.e. the 5th, 9th, ... batch (indexes 4, 8, ...).
+        let dir = tempfile::tempdir().unwrap();
+        let len = batch(0, 1, 50).len();
+        let interval = 3 * len as u32;
+        let mut w = SegmentWriter::create(dir.path(), 0, 1 << 20, interval).unwrap();
+        for i in 0..13 {
+            w.append(&batch(i, 1, 50)).unwrap();
+        }
+        let expected: Vec<IndexEntry> = [4u32, 8, 12]
+            .iter()
+            .map(|&i| IndexEntry {
+                relative_offset: i,
+                position: i * len as u32,
+            })
+            .collect();
+        assert_eq!(w.reader().index_entries(), expected);
+    }
+
+    #[test]
     fn scan_rebuilds_a_missing_index() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = SegmentWriter::create(dir.path(), 0, 1 << 20, 100).unwrap();

@@ -206,6 +206,11 @@ fn segments_roll_and_reopen_serves_the_same_log() {
     assert_eq!(log.segments().len(), segs.len());
     expected.push((next, next));
     assert_eq!(fetch_all(&log, 0, 100_000), expected);
+    // The index files on disk match the in-memory ones.
+    for s in log.segments() {
+        let on_disk = IndexEntry::parse_all(&std::fs::read(s.index_path()).unwrap());
+        assert_eq!(on_disk, s.index_entries(), "{}", s.index_path().display());
+    }
 }
 
 #[test]
@@ -468,6 +473,22 @@ fn concurrent_appends_and_fetches_never_see_partial_batches() {
 }
 
 #[test]
+fn only_one_appender_per_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = PartitionLog::create(dir.path(), &tp(), LogOptions::default()).unwrap();
+    let b = PartitionLog::open(dir.path(), &tp(), LogOptions::default()).unwrap();
+    a.append(&mut batch(0, 1, 1)).unwrap();
+    let err = b.append(&mut batch(1, 1, 1)).unwrap_err();
+    assert!(matches!(err, LogError::Locked { .. }), "{err}");
+    drop(a);
+    // Once the first appender is gone, a fresh open can append (b's view
+    // of the log is stale, so it is not the one to use).
+    drop(b);
+    let c = PartitionLog::open(dir.path(), &tp(), LogOptions::default()).unwrap();
+    assert_eq!(c.append(&mut batch(2, 1, 1)).unwrap(), 1);
+}
+
+#[test]
 fn wait_for_data_wakes_on_append() {
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(PartitionLog::create(dir.path(), &tp(), LogOptions::default()).unwrap());
@@ -618,4 +639,25 @@ fn inspect_reports_damage_with_file_and_position() {
         ),
         "{err}"
     );
+}
+
+/// Throughput of the generator (run with `--release --ignored`); prints MB/s.
+#[test]
+#[ignore = "benchmark, run explicitly in release mode"]
+fn generate_throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = GenSpec {
+        records: 1_000_000,
+        record_size: 1000,
+        records_per_batch: 100,
+        seed: 1,
+        key: true,
+    };
+    let s = generate::generate(dir.path(), &tp(), &spec).unwrap();
+    let mbps = s.bytes as f64 / s.elapsed.as_secs_f64() / 1e6;
+    println!(
+        "generated {} bytes in {:?}: {mbps:.0} MB/s",
+        s.bytes, s.elapsed
+    );
+    assert_eq!(s.records, 1_000_000);
 }
