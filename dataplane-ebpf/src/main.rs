@@ -278,6 +278,17 @@ fn inject_faults(
     None
 }
 
+/// `len`, already checked to be within 1..=STASH_MAX, recomputed so that the
+/// verifier can see those bounds on the very register passed to a helper
+/// (the compiler would otherwise reuse an unbounded copy of it). The
+/// volatile read keeps the compiler from folding the arithmetic away.
+#[inline(always)]
+fn verifier_bounded_len(len: u32) -> u32 {
+    // SAFETY: reads a local variable.
+    let len = unsafe { core::ptr::read_volatile(&len) };
+    (len.wrapping_sub(1) & (STASH_MAX - 1)) + 1
+}
+
 #[inline(always)]
 fn usize_from_be(bytes: [u8; 2]) -> usize {
     usize::from(u16::from_be_bytes(bytes))
@@ -318,8 +329,14 @@ fn duplicate(ctx: &XdpContext, one_in_n: u32, queue: u32) -> Result<(), ()> {
         stash.armed = 0;
         // SAFETY: `len` is within 1..=STASH_MAX, the size of `data`; the
         // helper bounds-checks the frame side.
-        let stored =
-            unsafe { bpf_xdp_store_bytes(ctx.ctx, 0, stash.data.as_mut_ptr().cast(), len) };
+        let stored = unsafe {
+            bpf_xdp_store_bytes(
+                ctx.ctx,
+                0,
+                stash.data.as_mut_ptr().cast(),
+                verifier_bounded_len(len),
+            )
+        };
         if stored != 0 {
             return Err(());
         }
@@ -333,8 +350,14 @@ fn duplicate(ctx: &XdpContext, one_in_n: u32, queue: u32) -> Result<(), ()> {
     }
     // SAFETY: `frame_len` is within 1..=STASH_MAX, the size of `data`; the
     // helper bounds-checks the frame side.
-    let loaded =
-        unsafe { bpf_xdp_load_bytes(ctx.ctx, 0, stash.data.as_mut_ptr().cast(), frame_len) };
+    let loaded = unsafe {
+        bpf_xdp_load_bytes(
+            ctx.ctx,
+            0,
+            stash.data.as_mut_ptr().cast(),
+            verifier_bounded_len(frame_len),
+        )
+    };
     if loaded == 0 {
         stash.len = frame_len;
         stash.ifindex = ifindex;
