@@ -414,7 +414,13 @@ impl Drop for XdpProgram {
     }
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
+/// The embedded XDP object (what [`XdpProgram::attach`] loads).
+pub fn program_object() -> &'static [u8] {
+    PROGRAM_OBJECT
+}
+
+/// An error and its sources on one line.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

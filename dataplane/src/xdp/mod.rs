@@ -2,5 +2,6 @@
 //! (attach, maps, teardown), AF_XDP sockets with their UMEM, and the doctor
 //! that says what this machine supports.
 
+pub mod doctor;
 pub mod loader;
 pub mod xsk;
