@@ -319,3 +319,36 @@ fn fault_injector_drops_corrupts_and_duplicates_data_frames() {
     assert!(duplicated > 0, "no duplicate observed by the receiver");
     assert_eq!(duplicated as u64, counters.get(Counter::FaultDuplicated));
 }
+
+#[test]
+fn doctor_and_probe_on_a_lab_veth() {
+    use dataplane::xdp::doctor::{Reason, Verdict, diagnose, probe};
+    require_root();
+    let lab = Lab::unique("doc").expect("lab up");
+    let veth = lab.config().server_veth.clone();
+    let (report, caps, missing) = lab
+        .in_server(|| {
+            (
+                diagnose(Some(&veth), 0),
+                probe(&veth, 0),
+                probe("nonexistent0", 0),
+            )
+        })
+        .expect("enter server ns");
+    eprint!("{report}");
+    assert!(report.worst() < Verdict::Fail, "{report}");
+    let native = report
+        .findings
+        .iter()
+        .any(|f| f.check == "XDP modes" && f.verdict == Verdict::Ok && f.detail.contains("native"));
+    assert!(native, "{report}");
+    let caps = caps.unwrap_or_else(|r| panic!("probe: {r}"));
+    assert_eq!(caps.xdp_mode, AttachedMode::Native);
+    assert_eq!(caps.bind, BoundMode::Copy);
+    assert_eq!(
+        missing.unwrap_err(),
+        Reason::NoInterface("nonexistent0".into())
+    );
+    // The doctor and the probe leave no program behind.
+    assert_eq!(lab.status().unwrap().server_link.unwrap().xdp_program, None);
+}
