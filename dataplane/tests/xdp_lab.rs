@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::{collections::HashMap, net::SocketAddrV4, time::Duration};
+use std::{collections::HashMap, net::SocketAddrV4, process::Command, time::Duration};
 
 use common::*;
 use dataplane::{
@@ -14,7 +14,7 @@ use dataplane::{
         loader::{
             AttachOptions, AttachedMode, LoaderError, XdpModeChoice, XdpProgram, wait_detached,
         },
-        xsk::{BoundMode, XskSocket},
+        xsk::{BoundMode, XskConfig, XskSocket},
     },
 };
 use dataplane_common::{Counter, KIND_DATA, XdpConfig};
@@ -351,4 +351,173 @@ fn doctor_and_probe_on_a_lab_veth() {
     );
     // The doctor and the probe leave no program behind.
     assert_eq!(lab.status().unwrap().server_link.unwrap().xdp_program, None);
+}
+
+/// Run by `program_leaves_with_a_killed_process` in a child process: attaches
+/// in the namespace named by the environment, says so, and waits to be killed.
+#[test]
+#[ignore = "helper run in a child process by program_leaves_with_a_killed_process"]
+fn helper_attach_and_wait_for_sigkill() {
+    let (Ok(ns), Ok(iface)) = (
+        std::env::var("DP_TEST_NETNS"),
+        std::env::var("DP_TEST_IFACE"),
+    ) else {
+        return;
+    };
+    let program = dataplane::lab::in_netns(&ns, || {
+        XdpProgram::attach(&AttachOptions::new(iface)).expect("attach in child")
+    })
+    .expect("enter namespace");
+    println!("ATTACHED {}", program.program_id());
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+fn program_leaves_with_a_killed_process() {
+    use std::io::{BufRead, BufReader};
+    require_root();
+    let lab = Lab::unique("kil").expect("lab up");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "helper_attach_and_wait_for_sigkill",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("DP_TEST_NETNS", &lab.config().server_ns)
+        .env("DP_TEST_IFACE", &lab.config().server_veth)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn child");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let id: u32 = loop {
+        let line = lines.next().expect("child ended before attaching").unwrap();
+        if let Some(id) = line.strip_prefix("ATTACHED ") {
+            break id.trim().parse().unwrap();
+        }
+    };
+    assert_eq!(
+        lab.status().unwrap().server_link.unwrap().xdp_program,
+        Some(id)
+    );
+    child.kill().expect("SIGKILL the child");
+    child.wait().unwrap();
+    let gone = lab
+        .in_server(|| wait_detached(&lab.config().server_veth, Duration::from_secs(3)))
+        .unwrap();
+    assert!(gone, "program id {id} outlived its SIGKILLed process");
+}
+
+#[test]
+fn xsk_options_report_what_they_obtained() {
+    use dataplane::xdp::xsk::{BindMode, BusyPoll, BusyPollReport, Umem, XskError};
+    require_root();
+    let lab = Lab::unique("opt").expect("lab up");
+    let veth = lab.config().server_veth.clone();
+
+    // Zero-copy does not exist on veth: a clear error naming the bind.
+    let zc = lab
+        .in_server(|| {
+            XskSocket::open(
+                &veth,
+                &XskConfig {
+                    bind: BindMode::ZeroCopy,
+                    ..small_xsk_config()
+                },
+            )
+        })
+        .unwrap();
+    match zc {
+        Err(e @ XskError::Socket { call: "bind", .. }) => {
+            let text = e.to_string();
+            assert!(text.contains(&veth) && text.contains("queue 0"), "{text}");
+        }
+        other => panic!(
+            "zero-copy bind on veth: {:?}",
+            other.map(|s| s.report().clone())
+        ),
+    }
+
+    // Copy mode, need_wakeup off, busy poll asked for: the report says what happened.
+    let config = XskConfig {
+        bind: BindMode::Copy,
+        need_wakeup: false,
+        busy_poll: Some(BusyPoll {
+            usecs: 20,
+            budget: 16,
+        }),
+        ..small_xsk_config()
+    };
+    let socket = lab
+        .in_server(|| XskSocket::open(&veth, &config))
+        .unwrap()
+        .expect("copy bind");
+    let report = socket.report();
+    eprintln!("{report}");
+    assert_eq!(report.bind, BoundMode::Copy);
+    assert!(!report.need_wakeup);
+    assert!(matches!(
+        report.busy_poll,
+        BusyPollReport::On(_) | BusyPollReport::Refused(_)
+    ));
+    assert_eq!(
+        socket.statistics().expect("XDP_STATISTICS"),
+        Default::default()
+    );
+
+    // A second socket on the same queue: busy, and said so.
+    let busy = lab
+        .in_server(|| XskSocket::open(&veth, &small_xsk_config()))
+        .unwrap();
+    let err = busy.err().expect("second bind on the same queue must fail");
+    assert!(err.to_string().contains("busy"), "{err}");
+
+    // Huge pages: either they work or the error says how to get them.
+    match Umem::new(2048, 64, true) {
+        Ok(umem) => assert!(umem.hugepages()),
+        Err(e) => assert!(e.to_string().contains("nr_hugepages"), "{e}"),
+    }
+}
+
+#[test]
+fn lab_up_is_idempotent_and_down_leaves_nothing() {
+    use dataplane::lab::{LabConfig, down, netns_list, status, up};
+    require_root();
+    let config = LabConfig {
+        queues: 2,
+        ..LabConfig::unique("idm")
+    };
+    let guard = Lab::up(config.clone()).expect("lab up");
+    let first = up(&config).expect("second up");
+    assert!(first.is_up());
+    assert_eq!(first.server_link.as_ref().unwrap().rx_queues, 2);
+    assert_eq!(
+        first.server_link.as_ref().unwrap().ipv4,
+        vec![(config.server_ip, 24)]
+    );
+    // Break half of it; up repairs it.
+    Command::new("ip")
+        .args([
+            "-n",
+            &config.client_ns,
+            "link",
+            "del",
+            "dev",
+            &config.client_veth,
+        ])
+        .status()
+        .unwrap();
+    assert!(!status(&config).unwrap().is_up());
+    assert!(up(&config).unwrap().is_up());
+    assert_eq!(ping_from(&config.client_ns, config.server_ip, 1), 1);
+    down(&config).expect("down");
+    down(&config).expect("down again is fine");
+    assert!(status(&config).unwrap().is_absent());
+    let left: Vec<_> = netns_list()
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.contains(&config.server_ns[3..]))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    drop(guard);
 }
