@@ -49,6 +49,19 @@ fn refuses_to_replace_an_attached_program_without_force() {
         }
         other => panic!("expected Busy, got {other:?}"),
     }
+    // With force, the other program's link is detached and ours takes its place.
+    let forced = lab
+        .in_server(|| {
+            XdpProgram::attach(&AttachOptions {
+                force: true,
+                ..AttachOptions::new(lab.config().server_veth.clone())
+            })
+        })
+        .unwrap()
+        .unwrap_or_else(|e| panic!("forced attach: {e}"));
+    assert_ne!(forced.program_id(), first.program_id());
+    let attached = lab.status().unwrap().server_link.unwrap().xdp_program;
+    assert_eq!(attached, Some(forced.program_id()));
 }
 
 #[test]

@@ -465,8 +465,15 @@ pub fn attached_program_id(iface: &str) -> Option<u32> {
         .and_then(|id| u32::try_from(id).ok())
 }
 
-/// Removes a netlink-attached XDP program from `iface` in whatever mode it is.
+/// Removes the XDP program `id` from `iface`: a netlink-attached program
+/// through `ip link set ... off` in whatever mode it is, a link-attached one
+/// (another process's bpf_link) with BPF_LINK_DETACH.
 fn remove_program(iface: &str, id: u32) -> Result<(), LoaderError> {
+    let cannot = |detail: String| LoaderError::CannotReplace {
+        iface: iface.to_owned(),
+        id,
+        detail,
+    };
     let mut detail = String::new();
     for mode in ["xdp", "xdpgeneric", "xdpdrv"] {
         match Command::new("ip")
@@ -480,14 +487,55 @@ fn remove_program(iface: &str, id: u32) -> Result<(), LoaderError> {
             Err(e) => detail = format!("running ip: {e}"),
         }
     }
-    if detail.is_empty() {
-        detail = "it is still attached after `ip link set ... xdp off`".to_owned();
+    match detach_xdp_link_of(id) {
+        Ok(true) if wait_detached(iface, Duration::from_secs(1)) => Ok(()),
+        Ok(true) => Err(cannot("still attached after BPF_LINK_DETACH".to_owned())),
+        Ok(false) => Err(cannot(if detail.is_empty() {
+            "still attached after `ip link set ... xdp off`".to_owned()
+        } else {
+            detail
+        })),
+        Err(e) => Err(cannot(format!("{e}"))),
     }
-    Err(LoaderError::CannotReplace {
-        iface: iface.to_owned(),
-        id,
-        detail,
-    })
+}
+
+fn bpf(cmd: libc::c_long, attr: &mut [u32; 4]) -> std::io::Result<libc::c_long> {
+    // SAFETY: `attr` is a zero-padded bpf_attr prefix large enough for the
+    // LINK_GET_FD_BY_ID and LINK_DETACH commands; its size is passed along.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr.as_mut_ptr(),
+            size_of::<[u32; 4]>() as libc::c_ulong,
+        )
+    };
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// Detaches the XDP bpf_link that holds program `program_id`, if there is
+/// one. Returns whether one was found.
+fn detach_xdp_link_of(program_id: u32) -> Result<bool, String> {
+    const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
+    const BPF_LINK_DETACH: libc::c_long = 34;
+    let link = aya::programs::loaded_links()
+        .filter_map(Result::ok)
+        .find(|info| {
+            info.program_id() == program_id
+                && matches!(info.link_type(), Ok(aya::programs::links::LinkType::Xdp))
+        });
+    let Some(link) = link else { return Ok(false) };
+    let fd = bpf(BPF_LINK_GET_FD_BY_ID, &mut [link.id(), 0, 0, 0])
+        .map_err(|e| format!("bpf(BPF_LINK_GET_FD_BY_ID {}): {e}", link.id()))?;
+    // SAFETY: the kernel just returned this fd to us; OwnedFd closes it once.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+    bpf(BPF_LINK_DETACH, &mut [fd.as_raw_fd() as u32, 0, 0, 0])
+        .map_err(|e| format!("bpf(BPF_LINK_DETACH link {}): {e}", link.id()))?;
+    Ok(true)
 }
 
 /// Forwards the program's aya-log records to the `log` crate from a thread.
