@@ -98,7 +98,8 @@ fn frames_from_an_admitted_peer_reach_the_xsk_socket() {
     let lab = Lab::unique("adm").expect("lab up");
     let mut program = attach_server(&lab, XdpModeChoice::Native);
     let mut socket = server_socket(&lab, &mut program);
-    eprintln!("{}; xdp {}", socket.report(), program.mode());
+    eprintln!("{}", socket.report());
+    assert_eq!(socket.report().xdp_mode, Some(AttachedMode::Native));
     assert_eq!(
         socket.report().bind,
         BoundMode::Copy,

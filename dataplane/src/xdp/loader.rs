@@ -495,7 +495,7 @@ fn remove_program(iface: &str, id: u32) -> Result<(), LoaderError> {
         } else {
             detail
         })),
-        Err(e) => Err(cannot(format!("{e}"))),
+        Err(e) => Err(cannot(e)),
     }
 }
 

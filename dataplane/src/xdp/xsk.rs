@@ -15,6 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use super::loader::{AttachedMode, LoaderError, XdpProgram};
 use crate::transport::link::{FrameId, FrameLink};
 
 const SOL_XDP: libc::c_int = 283;
@@ -154,15 +155,19 @@ pub struct XskReport {
     pub rx_frames: u32,
     /// Whether the UMEM is on huge pages.
     pub hugepages: bool,
+    /// XDP mode of the program steering frames here, once registered with one.
+    pub xdp_mode: Option<AttachedMode>,
 }
 
 impl fmt::Display for XskReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "AF_XDP {} queue {}: {} bind, need_wakeup {}, busy poll {}, frame {} B, {} TX + {} RX frames{}",
+            "AF_XDP {} queue {}: XDP {}, {} bind, need_wakeup {}, busy poll {}, frame {} B, {} TX + {} RX frames{}",
             self.iface,
             self.queue,
+            self.xdp_mode
+                .map_or("not attached".to_owned(), |m| m.to_string()),
             self.bind,
             if self.need_wakeup { "on" } else { "off" },
             match &self.busy_poll {
@@ -553,6 +558,7 @@ impl XskSocket {
                 tx_frames: config.tx_frames,
                 rx_frames,
                 hugepages: config.hugepages,
+                xdp_mode: None,
             },
         };
         let frame_size = u64::from(config.frame_size);
@@ -572,6 +578,14 @@ impl XskSocket {
     pub fn fd(&self) -> BorrowedFd<'_> {
         // SAFETY: the fd belongs to `self.user`, which lives as long as `self`.
         unsafe { BorrowedFd::borrow_raw(self.user.as_raw_fd()) }
+    }
+
+    /// Makes `program` steer this socket's queue to it (its XSKMAP entry) and
+    /// records the program's XDP mode in the report.
+    pub fn register(&mut self, program: &mut XdpProgram) -> Result<(), LoaderError> {
+        program.set_socket(self.report.queue, self.fd())?;
+        self.report.xdp_mode = Some(program.mode());
+        Ok(())
     }
 
     /// The kernel's `XDP_STATISTICS` for this socket.

@@ -133,13 +133,11 @@ pub fn small_xsk_config() -> XskConfig {
 
 /// Opens an xsk socket on the server veth, queue 0, and registers it.
 pub fn server_socket(lab: &Lab, program: &mut XdpProgram) -> XskSocket {
-    let socket = lab
+    let mut socket = lab
         .in_server(|| XskSocket::open(&lab.config().server_veth, &small_xsk_config()))
         .expect("enter server ns")
         .unwrap_or_else(|e| panic!("open xsk: {e:?}"));
-    program
-        .set_socket(0, socket.fd())
-        .expect("insert socket in XSKMAP");
+    socket.register(program).expect("insert socket in XSKMAP");
     socket
 }
 
