@@ -3,9 +3,11 @@
 
 pub mod bench;
 pub mod kafka;
+pub mod lab;
 pub mod log;
 pub mod tcp;
 pub mod transport;
+pub mod xdp;
 
 /// UDP port of the AF_XDP data path unless told otherwise.
 pub const DEFAULT_AFXDP_PORT: u16 = 7077;

@@ -2,6 +2,9 @@
 //! process that is killed on drop, and running the binary.
 #![allow(dead_code)]
 
+mod lab;
+pub use lab::*;
+
 use std::{
     io::{BufRead, BufReader},
     net::SocketAddr,

@@ -1,0 +1,7 @@
+//! The kernel-facing side of the AF_XDP path: the XDP program's loader
+//! (attach, maps, teardown), AF_XDP sockets with their UMEM, and the doctor
+//! that says what this machine supports.
+
+pub mod doctor;
+pub mod loader;
+pub mod xsk;
