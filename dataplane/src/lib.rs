@@ -6,6 +6,7 @@ pub mod kafka;
 pub mod lab;
 pub mod log;
 pub mod tcp;
+pub mod transfer;
 pub mod transport;
 pub mod xdp;
 

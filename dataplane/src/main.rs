@@ -10,7 +10,8 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use dataplane::{
     log::{TopicPartition, generate::GenSpec, partition::LogOptions},
-    tcp::{self, TcpMode, client::TransferReport},
+    tcp::{self, TcpMode},
+    transfer::TransferReport,
 };
 
 /// Moves Kafka record batches between log segments and the network three

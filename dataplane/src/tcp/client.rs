@@ -15,7 +15,8 @@ use crate::{
         messages::{self, api, error},
         wire::{Reader, WireError},
     },
-    log::{BatchError, BatchIter, PartitionLog, TopicPartition, partition::LogOptions},
+    log::{PartitionLog, TopicPartition, partition::LogOptions},
+    transfer::{TransferReport, Verifier, VerifyError},
 };
 
 const CLIENT_ID: &str = "dataplane";
@@ -67,20 +68,11 @@ pub enum ClientError {
         code: i16,
         message: Option<String>,
     },
-    #[error("batch from {addr} at offset {offset} fails verification: {source}")]
-    BadBatch {
+    #[error("{addr}: {source}")]
+    Verify {
         addr: SocketAddr,
-        offset: i64,
         #[source]
-        source: BatchError,
-    },
-    #[error(
-        "offsets from {addr} are not contiguous: expected a batch starting at {expected}, got {got}"
-    )]
-    Gap {
-        addr: SocketAddr,
-        expected: i64,
-        got: i64,
+        source: VerifyError,
     },
     #[error("{addr} made no progress at offset {offset} (high watermark {high_watermark})")]
     Stalled {
@@ -353,86 +345,6 @@ pub struct FetchOptions {
     pub out_dir: Option<PathBuf>,
 }
 
-/// What a transfer moved, for people and scripts.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct TransferReport {
-    pub bytes: u64,
-    pub batches: u64,
-    pub records: u64,
-    pub first_offset: i64,
-    pub next_offset: i64,
-    pub seconds: f64,
-    pub gbit_per_s: f64,
-    pub batches_per_s: f64,
-    /// Every batch's CRC-32C and offsets were checked.
-    pub verified: bool,
-}
-
-impl TransferReport {
-    pub fn finish(&mut self, elapsed: Duration) {
-        self.seconds = elapsed.as_secs_f64();
-        if self.seconds > 0.0 {
-            self.gbit_per_s = self.bytes as f64 * 8.0 / self.seconds / 1e9;
-            self.batches_per_s = self.batches as f64 / self.seconds;
-        }
-    }
-}
-
-/// Checks each batch of `records` (a Fetch records region) and advances
-/// `next_offset`. A trailing partial batch is allowed, as in Kafka, and left
-/// for the next fetch. Returns the bytes of whole batches consumed.
-pub fn verify_records(
-    addr: SocketAddr,
-    records: &[u8],
-    next_offset: &mut i64,
-    report: &mut TransferReport,
-    mut limit: Option<u64>,
-) -> Result<usize, ClientError> {
-    let mut consumed = 0;
-    for item in BatchIter::new(records, 0) {
-        let (position, batch) = match item {
-            Ok(b) => b,
-            Err(BatchError::Truncated { .. }) => break,
-            Err(source) => {
-                return Err(ClientError::BadBatch {
-                    addr,
-                    offset: *next_offset,
-                    source,
-                });
-            }
-        };
-        let header = &batch.header;
-        if header.last_offset() < *next_offset {
-            // Kafka may return the whole batch that contains the requested
-            // offset; skip what was already consumed.
-            consumed = position as usize + batch.bytes.len();
-            continue;
-        }
-        if header.base_offset != *next_offset && report.batches > 0 {
-            return Err(ClientError::Gap {
-                addr,
-                expected: *next_offset,
-                got: header.base_offset,
-            });
-        }
-        if report.batches == 0 {
-            report.first_offset = header.base_offset;
-        }
-        *next_offset = header.last_offset() + 1;
-        report.bytes += batch.bytes.len() as u64;
-        report.batches += 1;
-        report.records += header.records_count.max(0) as u64;
-        consumed = position as usize + batch.bytes.len();
-        if let Some(n) = limit.as_mut() {
-            *n -= 1;
-            if *n == 0 {
-                break;
-            }
-        }
-    }
-    Ok(consumed)
-}
-
 /// Appends fetched batches to a local copy of the partition, which must
 /// assign them the offsets they had at the source.
 fn append_same_offsets(log: &PartitionLog, batches: &[u8], first: i64) -> Result<(), ClientError> {
@@ -457,7 +369,7 @@ pub fn fetch(
 ) -> Result<TransferReport, ClientError> {
     let mut client = KafkaClient::connect(addr)?;
     let tp = &options.tp;
-    let mut offset = match options.start {
+    let start = match options.start {
         Some(o) => o,
         None => client.list_offset(tp, messages::EARLIEST_TIMESTAMP)?,
     };
@@ -466,45 +378,42 @@ pub fn fetch(
         Some(dir) => Some(PartitionLog::create(dir, tp, LogOptions::default())?),
         None => None,
     };
-    let mut report = TransferReport {
-        first_offset: offset,
-        next_offset: offset,
-        ..Default::default()
-    };
+    let mut verifier = Verifier::new(start, options.max_batches);
     let started = Instant::now();
     let mut last_progress = Instant::now();
-    let done = |report: &TransferReport, offset: i64| match options.max_batches {
-        Some(n) => report.batches >= n,
-        None => offset >= end,
-    };
-    while !done(&report, offset) {
-        let (header, records) = client.fetch(tp, offset, options.max_bytes, 500)?;
-        let before = offset;
-        let remaining = options.max_batches.map(|n| n - report.batches);
-        let consumed = verify_records(addr, records, &mut offset, &mut report, remaining)?;
+    while !verifier.done() && (options.max_batches.is_some() || verifier.next_offset < end) {
+        let before = verifier.next_offset;
+        let (header, records) = client.fetch(tp, before, options.max_bytes, 500)?;
+        let consumed = verifier
+            .feed(records)
+            .map_err(|source| ClientError::Verify { addr, source })?;
         if let Some(log) = sink.as_ref() {
             if consumed > 0 {
                 append_same_offsets(log, &records[..consumed], before)?;
             }
         }
-        if offset == before && header.high_watermark <= offset && options.max_batches.is_none() {
+        if verifier.next_offset == before
+            && header.high_watermark <= before
+            && options.max_batches.is_none()
+        {
             return Err(ClientError::Stalled {
                 addr,
-                offset,
+                offset: before,
                 high_watermark: header.high_watermark,
             });
         }
         if last_progress.elapsed() >= Duration::from_secs(1) {
-            report.next_offset = offset;
-            report.finish(started.elapsed());
-            progress(&report);
+            verifier.report.finish(started.elapsed());
+            progress(&verifier.report);
             last_progress = Instant::now();
         }
     }
     if let Some(log) = sink.as_ref() {
         log.sync()?;
     }
-    report.next_offset = offset;
+    let mut report = verifier.report;
+    report.path = "tcp".into();
+    report.obtained = "tcp".into();
     report.verified = true;
     report.finish(started.elapsed());
     Ok(report)
@@ -531,7 +440,11 @@ pub fn produce(
     let spec = &options.spec;
     let per_batch = u64::from(spec.records_per_batch.max(1));
     let total_batches = spec.records.div_ceil(per_batch);
-    let mut report = TransferReport::default();
+    let mut report = TransferReport {
+        path: "tcp".into(),
+        obtained: "tcp".into(),
+        ..Default::default()
+    };
     let mut request = Vec::new();
     let started = Instant::now();
     let mut last_progress = Instant::now();
@@ -585,11 +498,12 @@ pub fn latency(
         }
         let began = Instant::now();
         let (_, records) = client.fetch(tp, offset, 1, 0)?;
-        let mut report = TransferReport::default();
-        let mut next = offset;
-        verify_records(addr, records, &mut next, &mut report, Some(1))?;
+        let mut verifier = Verifier::new(offset, Some(1));
+        verifier
+            .feed(records)
+            .map_err(|source| ClientError::Verify { addr, source })?;
         let elapsed = began.elapsed();
-        if report.batches != 1 {
+        if verifier.report.batches != 1 {
             return Err(ClientError::Stalled {
                 addr,
                 offset,
@@ -597,7 +511,7 @@ pub fn latency(
             });
         }
         histogram.saturating_record(elapsed.as_nanos() as u64);
-        offset = next;
+        offset = verifier.next_offset;
     }
     Ok(crate::bench::report::Latency::from_nanos(&histogram))
 }
