@@ -1,10 +1,12 @@
 //! dataplane: moves Kafka-format record batches between log segments and the
 //! network by `copy`, `sendfile` or AF_XDP, and measures the three side by side.
 
+pub mod afxdp;
 pub mod bench;
 pub mod kafka;
 pub mod lab;
 pub mod log;
+pub mod signals;
 pub mod tcp;
 pub mod transfer;
 pub mod transport;

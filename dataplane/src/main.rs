@@ -1,15 +1,18 @@
 //! The `dataplane` command line: clap front end only; the work is in the library.
 
 use std::{
-    net::{SocketAddr, TcpListener},
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener},
     path::PathBuf,
-    sync::{Arc, atomic::AtomicBool},
+    sync::Arc,
 };
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use dataplane::{
+    afxdp::{self, AdmitArgs, AfxdpArgs, FaultArgs},
+    bench::run::{BenchMode, Direction},
     log::{TopicPartition, generate::GenSpec, partition::LogOptions},
+    signals,
     tcp::{self, TcpMode},
     transfer::TransferReport,
 };
@@ -57,6 +60,23 @@ enum Command {
     ///
     /// Example: dataplane produce --server 127.0.0.1:9092 --topic in --records 10000 --record-size 100
     Produce(ProduceArgs),
+    /// Compare copy, sendfile and afxdp side by side in one run.
+    ///
+    /// Brings up the lab (two namespaces and a veth pair) unless given
+    /// namespaces and interfaces, then for each batch size and direction
+    /// moves a fixed volume with each mode, interleaving repetitions, and
+    /// prints a table (medians and min-max, ratios to sendfile), writes JSON
+    /// and an SVG chart. Example: dataplane bench --volume 256M --repeat 3
+    Bench(BenchArgs),
+    /// Bring the lab up or down, or show it.
+    ///
+    /// The lab is two network namespaces joined by a veth pair, standing in
+    /// for two hosts with XDP-capable NICs. Example: dataplane lab up
+    Lab(dataplane::lab::LabArgs),
+    /// Check what the AF_XDP path needs here, with a verdict and advice for each item.
+    ///
+    /// Example: dataplane doctor --iface eth1
+    Doctor(dataplane::xdp::doctor::DoctorArgs),
 }
 
 #[derive(Args, Clone)]
@@ -132,11 +152,35 @@ struct InspectArgs {
     records: bool,
 }
 
+/// How `serve` moves records.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ServeMode {
+    /// Kafka over TCP, records read into a buffer and written.
+    Copy,
+    /// Kafka over TCP, records moved by sendfile(2).
+    Sendfile,
+    /// AF_XDP on --iface/--queue, plus the Kafka listener (sendfile).
+    Afxdp,
+    /// afxdp where this machine allows it, else sendfile (saying why).
+    Auto,
+}
+
+/// How a client reaches the server.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ClientMode {
+    /// The Kafka protocol over TCP (whatever the server's mode).
+    Tcp,
+    /// AF_XDP on --iface, to the server's --udp-port.
+    Afxdp,
+    /// afxdp where this machine allows it, else TCP (saying why).
+    Auto,
+}
+
 #[derive(Args)]
 struct ServeArgs {
     /// How records reach the network.
-    #[arg(long, short, value_enum, default_value_t = TcpMode::Sendfile)]
-    mode: TcpMode,
+    #[arg(long, short, value_enum, default_value_t = ServeMode::Sendfile)]
+    mode: ServeMode,
     /// Address for the Kafka listener.
     #[arg(long, short, default_value = "127.0.0.1:9092")]
     listen: SocketAddr,
@@ -156,6 +200,12 @@ struct ServeArgs {
     /// Largest request accepted, in bytes.
     #[arg(long, default_value_t = dataplane::kafka::DEFAULT_MAX_REQUEST_BYTES)]
     max_request_bytes: usize,
+    #[command(flatten, next_help_heading = "AF_XDP")]
+    afxdp: AfxdpArgs,
+    #[command(flatten, next_help_heading = "AF_XDP")]
+    admit: AdmitArgs,
+    #[command(flatten)]
+    faults: FaultArgs,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -166,9 +216,16 @@ enum FsyncArg {
 
 #[derive(Args)]
 struct FetchArgs {
-    /// Broker address.
+    /// Broker address (its Kafka listener; AF_XDP uses its IP and --udp-port).
     #[arg(long, default_value = "127.0.0.1:9092")]
     server: SocketAddr,
+    /// Path to the server.
+    #[arg(long, short, value_enum, default_value_t = ClientMode::Tcp)]
+    mode: ClientMode,
+    #[command(flatten, next_help_heading = "AF_XDP")]
+    afxdp: AfxdpArgs,
+    #[command(flatten)]
+    faults: FaultArgs,
     #[command(flatten)]
     partition: PartitionArgs,
     /// First offset (default: the log start).
@@ -194,9 +251,16 @@ struct FetchArgs {
 
 #[derive(Args)]
 struct ProduceArgs {
-    /// Broker address.
+    /// Broker address (its Kafka listener; AF_XDP uses its IP and --udp-port).
     #[arg(long, default_value = "127.0.0.1:9092")]
     server: SocketAddr,
+    /// Path to the server.
+    #[arg(long, short, value_enum, default_value_t = ClientMode::Tcp)]
+    mode: ClientMode,
+    #[command(flatten, next_help_heading = "AF_XDP")]
+    afxdp: AfxdpArgs,
+    #[command(flatten)]
+    faults: FaultArgs,
     #[command(flatten)]
     partition: PartitionArgs,
     #[command(flatten)]
@@ -212,6 +276,68 @@ struct ProduceArgs {
     json: bool,
 }
 
+#[derive(Args)]
+struct BenchArgs {
+    /// Modes to compare.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [BenchMode::Copy, BenchMode::Sendfile, BenchMode::Afxdp])]
+    modes: Vec<BenchMode>,
+    /// Batch sizes (B, with k/M suffixes: powers of 1024).
+    #[arg(long, value_delimiter = ',', default_value = "1k,16k,256k", value_parser = parse_size)]
+    batch_sizes: Vec<u64>,
+    /// Directions: fetch (log to client) and produce (client to log).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Direction::Fetch, Direction::Produce])]
+    directions: Vec<Direction>,
+    /// Bytes moved per run (k/M/G suffixes).
+    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    volume: u64,
+    /// Interleaved repetitions of every cell (the table shows median and min-max).
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Single-batch fetches per mode and batch size for the latency percentiles (0: skip).
+    #[arg(long, default_value_t = 2000)]
+    latency_samples: usize,
+    /// Where to write the JSON report.
+    #[arg(long, default_value = "bench.json")]
+    json: PathBuf,
+    /// Where to write the SVG chart.
+    #[arg(long, default_value = "bench.svg")]
+    svg: PathBuf,
+    /// Scratch directory for generated logs (default: a fresh temporary one, removed afterwards).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Kafka port of the servers.
+    #[arg(long, default_value_t = 9092)]
+    port: u16,
+    /// Run on existing namespaces and interfaces instead of the lab:
+    /// SERVER_NS,SERVER_IFACE,SERVER_IP,CLIENT_NS,CLIENT_IFACE (a namespace may be "-" for this one).
+    #[arg(long, value_name = "SPEC")]
+    on: Option<String>,
+    #[command(flatten, next_help_heading = "Lab")]
+    lab: dataplane::lab::LabConfig,
+    /// AF_XDP frame size.
+    #[arg(long, default_value_t = 4096)]
+    frame_size: u32,
+    /// AF_XDP bind mode.
+    #[arg(long, value_enum, default_value_t = dataplane::xdp::xsk::BindMode::Auto)]
+    bind: dataplane::xdp::xsk::BindMode,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (digits, mult) = match s.chars().last() {
+        Some('k' | 'K') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('m' | 'M') => (&s[..s.len() - 1], 1 << 20),
+        Some('g' | 'G') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 4096, 16k, 256M or 1G"))?;
+    n.checked_mul(mult)
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("{s:?}: size out of range"))
+}
+
 fn main() {
     let cli = Cli::parse();
     let level = match cli.verbose {
@@ -219,7 +345,10 @@ fn main() {
         1 => "debug",
         _ => "trace",
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+    // aya warns at length when the kernel refuses the object's BTF and then
+    // loads the program without it; that is noise to a user.
+    let filter = format!("{level},aya=error,aya_obj=error");
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(filter))
         .format_target(false)
         .init();
     if let Err(e) = run(cli.command) {
@@ -235,6 +364,34 @@ fn run(command: Command) -> Result<()> {
         Command::Serve(args) => serve(args),
         Command::Fetch(args) => fetch(args),
         Command::Produce(args) => produce(args),
+        Command::Bench(args) => bench(args),
+        Command::Lab(args) => Ok(dataplane::lab::run(&args)?),
+        Command::Doctor(args) => {
+            if dataplane::xdp::doctor::run(&args) == dataplane::xdp::doctor::Verdict::Fail {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Decides whether `auto` gets AF_XDP; prints the reason when it does not.
+fn auto_afxdp(args: &AfxdpArgs, fallback: &str) -> bool {
+    let reason = match args.iface.as_deref() {
+        None => "no --iface given".to_owned(),
+        Some(iface) => match dataplane::xdp::doctor::probe(iface, args.queue) {
+            Ok(_) => return true,
+            Err(reason) => reason.to_string(),
+        },
+    };
+    eprintln!("dataplane: afxdp unavailable: {reason}; falling back to {fallback}");
+    false
+}
+
+fn server_ipv4(server: SocketAddr) -> Result<Ipv4Addr> {
+    match server.ip() {
+        IpAddr::V4(ip) => Ok(ip),
+        IpAddr::V6(_) => bail!("--server {server}: the AF_XDP path speaks IPv4 only"),
     }
 }
 
@@ -274,6 +431,7 @@ fn inspect(args: InspectArgs) -> Result<()> {
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
+    let stop = signals::stop_on_signals();
     let options = LogOptions {
         fsync: match args.fsync {
             FsyncArg::Never => dataplane::log::partition::FsyncPolicy::Never,
@@ -293,29 +451,73 @@ fn serve(args: ServeArgs) -> Result<()> {
             Some((host.to_owned(), port))
         }
     };
+    let with_afxdp = match args.mode {
+        ServeMode::Afxdp => {
+            args.afxdp.iface()?;
+            true
+        }
+        ServeMode::Auto => auto_afxdp(&args.afxdp, "sendfile"),
+        ServeMode::Copy | ServeMode::Sendfile => false,
+    };
+    let tcp_mode = if args.mode == ServeMode::Copy {
+        TcpMode::Copy
+    } else {
+        TcpMode::Sendfile
+    };
     std::fs::create_dir_all(&args.log_dir)
         .with_context(|| format!("creating log directory {}", args.log_dir.display()))?;
-    let broker = tcp::broker::Broker::open(&args.log_dir, options, !args.no_auto_create)
-        .with_context(|| format!("opening log directory {}", args.log_dir.display()))?;
+    let broker = Arc::new(
+        tcp::broker::Broker::open(&args.log_dir, options, !args.no_auto_create)
+            .with_context(|| format!("opening log directory {}", args.log_dir.display()))?,
+    );
     let listener =
         TcpListener::bind(args.listen).with_context(|| format!("listening on {}", args.listen))?;
     let topics = broker.topics();
-    ::log::info!(
-        "serving {} partition(s) of {} topic(s) from {} on {} (mode {})",
+    let serving = format!(
+        "serving {} partition(s) of {} topic(s) from {} on {}",
         topics.values().map(Vec::len).sum::<usize>(),
         topics.len(),
         args.log_dir.display(),
         listener.local_addr()?,
-        args.mode
     );
     let config = tcp::server::ServerConfig {
-        mode: args.mode,
+        mode: tcp_mode,
         advertise,
         max_request_bytes: args.max_request_bytes,
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    tcp::server::serve(listener, Arc::new(broker), config, stop)?;
-    Ok(())
+    std::thread::scope(|scope| -> Result<()> {
+        let tcp_broker = broker.clone();
+        let tcp = scope.spawn(move || tcp::server::serve(listener, tcp_broker, config, stop));
+        let result = if with_afxdp {
+            let details = afxdp::serve(
+                broker,
+                &args.afxdp,
+                &args.admit,
+                args.faults,
+                stop,
+                |obtained| {
+                    ::log::info!("{serving} (Kafka: {tcp_mode}; afxdp: {obtained})");
+                },
+            );
+            match details {
+                Ok(details) => {
+                    ::log::info!("afxdp statistics: {details}");
+                    Ok(())
+                }
+                Err(e) => {
+                    // Stop the listener too: a half-working server misleads.
+                    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                    Err(e.into())
+                }
+            }
+        } else {
+            ::log::info!("{serving} (mode {tcp_mode})");
+            Ok(())
+        };
+        tcp.join()
+            .map_err(|_| anyhow::anyhow!("the Kafka listener thread panicked"))??;
+        result
+    })
 }
 
 fn print_progress(what: &str) -> impl FnMut(&TransferReport) + '_ {
@@ -363,8 +565,18 @@ fn fetch(args: FetchArgs) -> Result<()> {
     if args.max_bytes <= 0 {
         bail!("--max-bytes must be positive");
     }
+    let afxdp = match args.mode {
+        ClientMode::Tcp => false,
+        ClientMode::Afxdp => true,
+        ClientMode::Auto => auto_afxdp(&args.afxdp, "TCP"),
+    };
+    let tp = args.partition.tp();
     if let Some(samples) = args.latency {
-        let latency = tcp::client::latency(args.server, &args.partition.tp(), samples)?;
+        let latency = if afxdp {
+            afxdp::latency(&args.afxdp, server_ipv4(args.server)?, &tp, samples)?
+        } else {
+            tcp::client::latency(args.server, &tp, samples)?
+        };
         if args.json {
             println!("{}", serde_json::to_string_pretty(&latency)?);
         } else {
@@ -375,24 +587,57 @@ fn fetch(args: FetchArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let options = tcp::client::FetchOptions {
-        tp: args.partition.tp(),
-        start: args.offset,
-        max_batches: args.batches,
-        max_bytes: args.max_bytes,
-        out_dir: args.out_dir,
+    let report = if afxdp {
+        let server = server_ipv4(args.server)?;
+        afxdp::fetch(
+            &args.afxdp,
+            server,
+            &tp,
+            args.offset,
+            args.batches,
+            args.out_dir.as_ref(),
+            args.faults,
+        )?
+    } else {
+        let options = tcp::client::FetchOptions {
+            tp,
+            start: args.offset,
+            max_batches: args.batches,
+            max_bytes: args.max_bytes,
+            out_dir: args.out_dir,
+        };
+        tcp::client::fetch(args.server, &options, print_progress("fetch"))?
     };
-    let report = tcp::client::fetch(args.server, &options, print_progress("fetch"))?;
     print_report("fetched", &report, args.json)
 }
 
 fn produce(args: ProduceArgs) -> Result<()> {
-    let options = tcp::client::ProduceOptions {
-        tp: args.partition.tp(),
-        spec: args.spec.spec(),
-        batches_per_request: args.batches_per_request,
-        acks: args.acks,
+    let afxdp = match args.mode {
+        ClientMode::Tcp => false,
+        ClientMode::Afxdp => true,
+        ClientMode::Auto => auto_afxdp(&args.afxdp, "TCP"),
     };
-    let report = tcp::client::produce(args.server, &options, print_progress("produce"))?;
+    let report = if afxdp {
+        afxdp::produce(
+            &args.afxdp,
+            server_ipv4(args.server)?,
+            &args.partition.tp(),
+            &args.spec.spec(),
+            args.faults,
+        )?
+    } else {
+        let options = tcp::client::ProduceOptions {
+            tp: args.partition.tp(),
+            spec: args.spec.spec(),
+            batches_per_request: args.batches_per_request,
+            acks: args.acks,
+        };
+        tcp::client::produce(args.server, &options, print_progress("produce"))?
+    };
     print_report("produced", &report, args.json)
+}
+
+fn bench(args: BenchArgs) -> Result<()> {
+    let _ = (args, GenSpec::default());
+    bail!("bench is not wired yet")
 }

@@ -3,7 +3,12 @@
 
 use std::time::Duration;
 
-use crate::log::{BatchError, BatchIter};
+use std::path::{Path, PathBuf};
+
+use crate::log::{
+    BatchError, BatchIter, PartitionLog, TopicPartition,
+    partition::{LogError, LogOptions},
+};
 
 /// What a transfer moved, for people and scripts (`--json`).
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -118,6 +123,58 @@ impl Verifier {
             self.report.records += header.records_count.max(0) as u64;
         }
         Ok(consumed)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error(
+        "{} would give offset {next} to the batch fetched at offset {fetched}; \
+         write copies into an empty directory and fetch from the log start",
+        dir.display()
+    )]
+    Offsets {
+        dir: PathBuf,
+        next: i64,
+        fetched: i64,
+    },
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+/// A local copy of a fetched partition, which must keep the offsets the
+/// batches had at the source (appends renumber from the copy's high watermark).
+pub struct CopySink {
+    log: PartitionLog,
+    scratch: Vec<u8>,
+}
+
+impl CopySink {
+    pub fn create(dir: &Path, tp: &TopicPartition) -> Result<Self, CopyError> {
+        Ok(CopySink {
+            log: PartitionLog::create(dir, tp, LogOptions::default())?,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Appends whole, verified batches whose first base offset is `first`.
+    pub fn append(&mut self, batches: &[u8], first: i64) -> Result<(), CopyError> {
+        let next = self.log.high_watermark();
+        if next != first {
+            return Err(CopyError::Offsets {
+                dir: self.log.dir().to_path_buf(),
+                next,
+                fetched: first,
+            });
+        }
+        self.scratch.clear();
+        self.scratch.extend_from_slice(batches);
+        self.log.append(&mut self.scratch)?;
+        Ok(())
+    }
+
+    pub fn sync(&self) -> Result<(), CopyError> {
+        Ok(self.log.sync()?)
     }
 }
 

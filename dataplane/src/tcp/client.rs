@@ -15,8 +15,8 @@ use crate::{
         messages::{self, api, error},
         wire::{Reader, WireError},
     },
-    log::{PartitionLog, TopicPartition, partition::LogOptions},
-    transfer::{TransferReport, Verifier, VerifyError},
+    log::{BatchHeader, TopicPartition},
+    transfer::{CopyError, CopySink, TransferReport, Verifier, VerifyError},
 };
 
 const CLIENT_ID: &str = "dataplane";
@@ -80,11 +80,10 @@ pub enum ClientError {
         offset: i64,
         high_watermark: i64,
     },
-    #[error("{} would give offset {next} to the batch fetched at offset {fetched}; write copies into an empty directory and fetch from the log start", dir.display())]
-    OutputOffsets {
-        dir: PathBuf,
-        next: i64,
-        fetched: i64,
+    #[error("writing the fetched copy: {source}")]
+    Copy {
+        #[source]
+        source: CopyError,
     },
     #[error(transparent)]
     Log(#[from] crate::log::partition::LogError),
@@ -345,22 +344,6 @@ pub struct FetchOptions {
     pub out_dir: Option<PathBuf>,
 }
 
-/// Appends fetched batches to a local copy of the partition, which must
-/// assign them the offsets they had at the source.
-fn append_same_offsets(log: &PartitionLog, batches: &[u8], first: i64) -> Result<(), ClientError> {
-    let hw = log.high_watermark();
-    if hw != first {
-        return Err(ClientError::OutputOffsets {
-            dir: log.dir().to_path_buf(),
-            next: hw,
-            fetched: first,
-        });
-    }
-    let mut copy = batches.to_vec();
-    log.append(&mut copy)?;
-    Ok(())
-}
-
 /// Consumes a partition over TCP, verifying every batch.
 pub fn fetch(
     addr: SocketAddr,
@@ -374,8 +357,10 @@ pub fn fetch(
         None => client.list_offset(tp, messages::EARLIEST_TIMESTAMP)?,
     };
     let end = client.list_offset(tp, messages::LATEST_TIMESTAMP)?;
-    let sink = match &options.out_dir {
-        Some(dir) => Some(PartitionLog::create(dir, tp, LogOptions::default())?),
+    let mut sink = match &options.out_dir {
+        Some(dir) => {
+            Some(CopySink::create(dir, tp).map_err(|source| ClientError::Copy { source })?)
+        }
         None => None,
     };
     let mut verifier = Verifier::new(start, options.max_batches);
@@ -387,9 +372,11 @@ pub fn fetch(
         let consumed = verifier
             .feed(records)
             .map_err(|source| ClientError::Verify { addr, source })?;
-        if let Some(log) = sink.as_ref() {
+        if let Some(sink) = sink.as_mut() {
             if consumed > 0 {
-                append_same_offsets(log, &records[..consumed], before)?;
+                let first = BatchHeader::parse(records).map_or(before, |h| h.base_offset);
+                sink.append(&records[..consumed], first)
+                    .map_err(|source| ClientError::Copy { source })?;
             }
         }
         if verifier.next_offset == before
@@ -408,8 +395,8 @@ pub fn fetch(
             last_progress = Instant::now();
         }
     }
-    if let Some(log) = sink.as_ref() {
-        log.sync()?;
+    if let Some(sink) = sink.as_ref() {
+        sink.sync().map_err(|source| ClientError::Copy { source })?;
     }
     let mut report = verifier.report;
     report.path = "tcp".into();

@@ -70,7 +70,7 @@ pub fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
     config: ServerConfig,
-    stop: Arc<AtomicBool>,
+    stop: &AtomicBool,
 ) -> io::Result<()> {
     let config = Arc::new(config);
     listener.set_nonblocking(true)?;

@@ -11,13 +11,16 @@ pub struct FrameId(pub u32);
 /// built in place and stay the caller's until it frees them, so a frame can be
 /// transmitted again (a retransmission) without being copied.
 pub trait FrameLink {
-    /// Capacity of one frame buffer in bytes (Ethernet header included).
+    /// Usable bytes of one frame buffer (Ethernet header included): the
+    /// largest frame the link carries, which may be less than the buffer
+    /// (an AF_XDP socket caps it at the interface's MTU plus 14).
     fn frame_size(&self) -> usize;
 
     /// Takes a free TX frame out of the pool; `None` when every frame is in use.
     fn alloc(&mut self) -> Option<FrameId>;
 
-    /// The frame's bytes, to build a frame in place. Must not be called while
+    /// The frame's usable bytes ([`FrameLink::frame_size`] of them), to build
+    /// a frame in place. Must not be called while
     /// the frame is in flight (see [`FrameLink::in_flight`]).
     fn frame_mut(&mut self, id: FrameId) -> &mut [u8];
 

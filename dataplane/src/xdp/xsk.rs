@@ -10,7 +10,7 @@ use std::{
     ffi::CString,
     fmt, io,
     num::NonZeroU32,
-    os::fd::{AsFd, BorrowedFd},
+    os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
     ptr::NonNull,
     time::{Duration, Instant},
 };
@@ -147,8 +147,10 @@ pub struct XskReport {
     pub need_wakeup: bool,
     /// Busy polling outcome.
     pub busy_poll: BusyPollReport,
-    /// Bytes per frame.
+    /// Bytes per UMEM frame.
     pub frame_size: u32,
+    /// Largest frame sent: the UMEM frame or MTU + 14, whichever is smaller.
+    pub max_frame: u32,
     /// TX pool frames.
     pub tx_frames: u32,
     /// Receive frames.
@@ -163,7 +165,7 @@ impl fmt::Display for XskReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "AF_XDP {} queue {}: XDP {}, {} bind, need_wakeup {}, busy poll {}, frame {} B, {} TX + {} RX frames{}",
+            "AF_XDP {} queue {}: XDP {}, {} bind, need_wakeup {}, busy poll {}, frame {} B (frames sent up to {} B), {} TX + {} RX frames{}",
             self.iface,
             self.queue,
             self.xdp_mode
@@ -176,6 +178,7 @@ impl fmt::Display for XskReport {
                 BusyPollReport::Refused(why) => format!("refused ({why})"),
             },
             self.frame_size,
+            self.max_frame,
             self.tx_frames,
             self.rx_frames,
             if self.hugepages { ", huge pages" } else { "" },
@@ -393,6 +396,10 @@ pub struct XskSocket {
     batch: u32,
     need_wakeup: bool,
     busy_poll: bool,
+    /// Largest frame the interface carries: the UMEM frame, or the MTU plus
+    /// the Ethernet header if that is smaller (a larger frame would be
+    /// dropped on the wire, silently).
+    max_frame: usize,
     report: XskReport,
 }
 
@@ -421,6 +428,33 @@ fn hint_for(call: &str, e: &io::Error, bind: BindMode) -> &'static str {
         ("if_nametoindex", _) => ": no such interface in this network namespace",
         _ => "",
     }
+}
+
+const ETH_HEADER_LEN: usize = 14;
+
+/// The interface's MTU, asked of a socket in the calling thread's network
+/// namespace (sysfs would show the namespace it was mounted in).
+fn interface_mtu(iface: &str) -> Option<u32> {
+    if iface.len() >= libc::IFNAMSIZ {
+        return None;
+    }
+    // SAFETY: plain socket(2); the fd is owned right below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: fd was just returned by socket(2) and is owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(iface.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFMTU reads ifr_name and writes ifr_ifru.ifru_mtu of the
+    // ifreq we own, for the duration of the call.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFMTU, &mut req) };
+    // SAFETY: after a successful SIOCGIFMTU the union holds the MTU.
+    (rc == 0).then(|| unsafe { req.ifr_ifru.ifru_mtu } as u32)
 }
 
 impl XskSocket {
@@ -532,6 +566,11 @@ impl XskSocket {
         let bound = bound_mode(fd).map_err(|e| fail("getsockopt(XDP_OPTIONS)", e))?;
 
         let rx_frames = config.frame_count - config.tx_frames;
+        let mtu = interface_mtu(iface);
+        let max_frame = match mtu {
+            Some(mtu) => (mtu as usize + ETH_HEADER_LEN).min(config.frame_size as usize),
+            None => config.frame_size as usize,
+        };
         let mut socket = XskSocket {
             rx,
             tx,
@@ -548,6 +587,7 @@ impl XskSocket {
             batch: config.batch,
             need_wakeup: config.need_wakeup,
             busy_poll: matches!(busy_poll, BusyPollReport::On(_)),
+            max_frame,
             report: XskReport {
                 iface: iface.to_owned(),
                 queue,
@@ -555,6 +595,7 @@ impl XskSocket {
                 need_wakeup: config.need_wakeup,
                 busy_poll,
                 frame_size: config.frame_size,
+                max_frame: max_frame as u32,
                 tx_frames: config.tx_frames,
                 rx_frames,
                 hugepages: config.hugepages,
@@ -768,7 +809,7 @@ impl AsFd for XskSocket {
 
 impl FrameLink for XskSocket {
     fn frame_size(&self) -> usize {
-        self.umem.frame_size as usize
+        self.max_frame
     }
 
     fn alloc(&mut self) -> Option<FrameId> {
@@ -782,7 +823,10 @@ impl FrameLink for XskSocket {
             self.tx_state.get(id.0 as usize) == Some(&TxState::Owned),
             "frame {id:?} is not an owned, idle TX frame"
         );
-        self.umem.frame_mut(id.0)
+        // Only the part of the frame the wire carries: a frame built to the
+        // slice's length is never larger than the MTU allows.
+        let max = self.max_frame;
+        &mut self.umem.frame_mut(id.0)[..max]
     }
 
     fn transmit(&mut self, id: FrameId, len: usize) -> bool {
@@ -791,7 +835,7 @@ impl FrameLink for XskSocket {
             "frame {id:?} is not an owned, idle TX frame"
         );
         assert!(
-            len <= self.umem.frame_size as usize,
+            len <= self.max_frame,
             "frame length {len} exceeds the frame size"
         );
         let desc = xdpilone::xdp::XdpDesc {
