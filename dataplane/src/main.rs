@@ -637,7 +637,114 @@ fn produce(args: ProduceArgs) -> Result<()> {
     print_report("produced", &report, args.json)
 }
 
+/// `--on SERVER_NS,SERVER_IFACE,SERVER_IP,CLIENT_NS,CLIENT_IFACE`
+fn parse_topology(spec: &str) -> Result<dataplane::bench::run::Topology> {
+    let f: Vec<&str> = spec.split(',').map(str::trim).collect();
+    let [server_ns, server_iface, server_ip, client_ns, client_iface] = f[..] else {
+        bail!("--on {spec:?}: expected SERVER_NS,SERVER_IFACE,SERVER_IP,CLIENT_NS,CLIENT_IFACE");
+    };
+    let ns = |n: &str| (n != "-").then(|| n.to_owned());
+    Ok(dataplane::bench::run::Topology {
+        server_ns: ns(server_ns),
+        client_ns: ns(client_ns),
+        server_ip: server_ip
+            .parse()
+            .with_context(|| format!("--on: server IP {server_ip:?}"))?,
+        server_iface: server_iface.into(),
+        client_iface: client_iface.into(),
+        queue: 0,
+        description: format!("{server_iface} ({server_ns}) <- {client_iface} ({client_ns})"),
+        mtu: 0,
+    })
+}
+
 fn bench(args: BenchArgs) -> Result<()> {
-    let _ = (args, GenSpec::default());
-    bail!("bench is not wired yet")
+    use dataplane::bench::{report, run};
+    let stop = signals::stop_on_signals();
+    let binary = std::env::current_exe().context("finding this program's path")?;
+    // The lab, unless told where to run; left as found if it was already up.
+    let mut lab_guard = None;
+    let topology = match &args.on {
+        Some(spec) => parse_topology(spec)?,
+        None => {
+            let cfg = args.lab.clone();
+            let was_up = dataplane::lab::status(&cfg)
+                .map(|s| s.is_up())
+                .unwrap_or(false);
+            if was_up {
+                eprintln!(
+                    "bench: using the lab that is already up ({} / {})",
+                    cfg.server_ns, cfg.client_ns
+                );
+            } else {
+                eprintln!(
+                    "bench: bringing the lab up ({} / {}, MTU {})",
+                    cfg.server_ns, cfg.client_ns, cfg.mtu
+                );
+                lab_guard = Some(dataplane::lab::Lab::up(cfg.clone())?);
+            }
+            run::Topology {
+                server_ns: Some(cfg.server_ns.clone()),
+                client_ns: Some(cfg.client_ns.clone()),
+                server_ip: cfg.server_ip,
+                server_iface: cfg.server_veth.clone(),
+                client_iface: cfg.client_veth.clone(),
+                queue: 0,
+                description: format!(
+                    "lab: veth pair {} <-> {} between namespaces",
+                    cfg.server_veth, cfg.client_veth
+                ),
+                mtu: cfg.mtu,
+            }
+        }
+    };
+    let (work_dir, temporary) = match &args.work_dir {
+        Some(d) => (d.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!("dataplane-bench-{}", std::process::id())),
+            true,
+        ),
+    };
+    std::fs::create_dir_all(&work_dir)
+        .with_context(|| format!("creating {}", work_dir.display()))?;
+    let plan = run::BenchPlan {
+        modes: args.modes.clone(),
+        batch_sizes: args.batch_sizes.iter().map(|&b| b as usize).collect(),
+        directions: args.directions.clone(),
+        volume_bytes: args.volume,
+        repetitions: args.repeat.max(1),
+        latency_samples: args.latency_samples,
+        work_dir: work_dir.clone(),
+        port: args.port,
+        afxdp_args: vec![
+            "--frame-size".into(),
+            args.frame_size.to_string(),
+            "--bind".into(),
+            clap::ValueEnum::to_possible_value(&args.bind)
+                .map_or("auto".into(), |v| v.get_name().to_owned()),
+        ],
+    };
+    let mut bench = run::Bench {
+        plan: &plan,
+        topology: &topology,
+        binary,
+        stop,
+        progress: Box::new(|line| eprintln!("bench: {line}")),
+    };
+    let result = bench.run();
+    if temporary {
+        let _ = std::fs::remove_dir_all(&work_dir);
+    }
+    drop(lab_guard); // tear the lab down before reporting, also on error
+    let report = result?;
+    print!("{}", report::table(&report));
+    std::fs::write(&args.json, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("writing {}", args.json.display()))?;
+    std::fs::write(&args.svg, report::svg(&report))
+        .with_context(|| format!("writing {}", args.svg.display()))?;
+    println!("wrote {} and {}", args.json.display(), args.svg.display());
+    if report.cells.iter().any(|c| !c.verified) {
+        bail!("some transfers were not verified; see the table");
+    }
+    Ok(())
 }

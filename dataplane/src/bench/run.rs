@@ -14,7 +14,6 @@ use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{
-        Arc,
         atomic::{AtomicBool, Ordering},
         mpsc,
     },
@@ -149,6 +148,8 @@ fn in_ns(ns: &Option<String>, program: &Path) -> Command {
 /// A server child; SIGTERM and wait on drop.
 struct ServerProcess {
     child: Child,
+    /// Its "serving ..." line, which says what it obtained.
+    serving: String,
 }
 
 impl ServerProcess {
@@ -166,7 +167,7 @@ impl ServerProcess {
             for line in stderr.lines().map_while(Result::ok) {
                 if line.contains("serving") {
                     if let Some(tx) = tx.take() {
-                        let _ = tx.send(Ok(()));
+                        let _ = tx.send(Ok(line));
                     }
                 } else if tx.is_some() {
                     seen.push(line);
@@ -176,9 +177,15 @@ impl ServerProcess {
                 let _ = tx.send(Err(seen.join("\n")));
             }
         });
-        let mut server = ServerProcess { child };
+        let mut server = ServerProcess {
+            child,
+            serving: String::new(),
+        };
         match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Ok(())) => Ok(server),
+            Ok(Ok(line)) => {
+                server.serving = line;
+                Ok(server)
+            }
             Ok(Err(log)) => Err(BenchError::Step {
                 what: what.into(),
                 detail: log,
@@ -235,7 +242,7 @@ pub struct Bench<'a> {
     pub plan: &'a BenchPlan,
     pub topology: &'a Topology,
     pub binary: PathBuf,
-    pub stop: Arc<AtomicBool>,
+    pub stop: &'a AtomicBool,
     /// Progress lines (stderr by default).
     pub progress: Box<dyn FnMut(&str) + 'a>,
 }
