@@ -68,6 +68,11 @@ pub struct AfxdpArgs {
     /// Most descriptors moved per ring operation.
     #[arg(long, default_value_t = 64)]
     pub batch: u32,
+    /// Frames in flight per session: the sender's limit and the receiver's
+    /// advertised window. Above the receiving path's queue (a veth ring holds
+    /// 256) frames are dropped and must be retransmitted.
+    #[arg(long, default_value_t = 256)]
+    pub window: u32,
     /// Replace an XDP program already attached to the interface.
     #[arg(long)]
     pub force: bool,
@@ -486,7 +491,9 @@ pub fn serve(
     let admit_all = admit.admit_any || admit.admit.is_empty();
     let mut path = XdpPath::open(args, &admit.admit, admit_all, faults)?;
     let local = local_endpoint(iface, args.udp_port)?;
-    let config = ServerConfig::new(local, random_secret());
+    let mut config = ServerConfig::new(local, random_secret());
+    config.window = args.window;
+    config.max_in_flight = args.window as usize;
     let mut server = Server::new(config, BrokerSource(broker.clone()), BrokerSink(broker));
     on_ready(&format!(
         "{}, UDP port {} at {}",

@@ -493,7 +493,7 @@ impl Bench<'_> {
                 produce_dir.clone()
             }
         };
-        let _server = ServerProcess::start(
+        let server = ServerProcess::start(
             self.server_command(mode, &log_dir),
             &format!("{label}: server"),
         )?;
@@ -509,10 +509,21 @@ impl Bench<'_> {
             }
         };
         let (run, json) = self.measure(client, &format!("{label}: client"))?;
-        let obtained = json["obtained"]
-            .as_str()
-            .map(str::to_owned)
-            .unwrap_or_else(|| format!("tcp {}", mode.name()));
+        let obtained = match mode {
+            // Both ends' sockets: the server says what it got in its "serving" line.
+            BenchMode::Afxdp => format!(
+                "server {}; client {}",
+                server
+                    .serving
+                    .split("afxdp: ")
+                    .nth(1)
+                    .unwrap_or("?")
+                    .trim_end_matches(')'),
+                json["obtained"].as_str().unwrap_or("?")
+            ),
+            _ => format!("tcp {}", mode.name()),
+        };
+        drop(server);
         if direction == Direction::Produce {
             let _ = std::fs::remove_dir_all(&produce_dir);
         }
