@@ -194,25 +194,45 @@ impl Sender {
         if cum > self.peer_cum {
             self.peer_cum = cum;
         }
-        let mut highest_sacked = None;
-        for s in self.slots.iter_mut() {
-            let newly = if s.seq < cum {
-                let n = !s.acked && !s.sacked;
-                s.acked = true;
-                n
-            } else if s.seq > cum && s.seq - cum - 1 < 64 && sack & (1 << (s.seq - cum - 1)) != 0 {
-                highest_sacked = Some(s.seq);
-                let n = !s.sacked && !s.acked;
+        // Slots hold consecutive sequence numbers from the front's, so a
+        // sequence number indexes its slot: an ack touches only what it
+        // newly covers, not the whole window.
+        let Some(base) = self.slots.front().map(|s| s.seq) else {
+            return;
+        };
+        let rtt = &mut self.rtt;
+        let mut mark = |s: &mut TxSlot, sacked: bool| {
+            let newly = !s.acked && !s.sacked;
+            if sacked {
                 s.sacked = true;
-                n
             } else {
-                false
-            };
+                s.acked = true;
+            }
             // Karn: only frames sent once give an unambiguous sample.
             if newly && s.sends == 1 {
-                self.rtt
-                    .sample(now.saturating_duration_since(s.sent_at), stats);
+                rtt.sample(now.saturating_duration_since(s.sent_at), stats);
             }
+        };
+        // Cumulative: back from cum until the prefix an earlier ack covered.
+        let covered = (cum.saturating_sub(base) as usize).min(self.slots.len());
+        for s in self.slots.range_mut(..covered).rev() {
+            if s.acked {
+                break;
+            }
+            mark(s, false);
+        }
+        // Selective: bit i stands for cum + 1 + i.
+        let mut highest_sacked = None;
+        let mut bits = sack;
+        while bits != 0 {
+            let i = bits.trailing_zeros();
+            bits &= bits - 1;
+            let seq = cum + 1 + i;
+            let Some(s) = self.slots.get_mut(seq.wrapping_sub(base) as usize) else {
+                break;
+            };
+            mark(s, true);
+            highest_sacked = Some(seq);
         }
         if let Some(h) = highest_sacked {
             let threshold = self.rtt.timing().dup_threshold;
