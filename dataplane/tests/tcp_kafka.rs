@@ -224,7 +224,19 @@ fn sendfile_mode_moves_records_with_sendfile_and_copy_mode_does_not() {
             "--json",
         ]);
         assert!(report.contains("\"records\": 4000"), "{report}");
-        server.stop();
+        // Stop the traced server, not strace: strace then writes out its
+        // log and exits when its tracee does.
+        let children = format!("/proc/{pid}/task/{pid}/children", pid = server.pid());
+        let traced: i32 = std::fs::read_to_string(&children)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .expect("strace has started the server")
+            .parse()
+            .unwrap();
+        // SAFETY: kill(2) on the server process strace started for us.
+        unsafe { libc::kill(traced, libc::SIGTERM) };
+        server.wait();
         let trace = std::fs::read_to_string(&trace_file).unwrap();
         // Record bytes leave the segment file (".log>") for a socket.
         let (sendfiles, sendfile_bytes) = syscall_bytes(&trace, "sendfile", ".log>");

@@ -142,6 +142,11 @@ impl Server {
         unsafe { libc::kill(-self.pid(), signal) };
     }
 
+    /// Waits for the server (or its wrapper) to exit.
+    pub fn wait(&mut self) {
+        let _ = self.child.wait();
+    }
+
     /// Stops the server with SIGTERM and waits for it.
     pub fn stop(&mut self) {
         self.signal(libc::SIGTERM);
