@@ -270,12 +270,12 @@ pub fn resolve_peer_mac(iface: &str, peer: Ipv4Addr) -> Result<[u8; 6], AfxdpErr
         hop,
         detail,
     };
-    if let Some(dev) = dev {
-        if dev != iface {
-            return Err(fail(format!(
-                "the route to {peer} leaves by {dev}, not {iface}"
-            )));
-        }
+    if let Some(dev) = dev
+        && dev != iface
+    {
+        return Err(fail(format!(
+            "the route to {peer} leaves by {dev}, not {iface}"
+        )));
     }
     if let Some(mac) = arp_entry(hop) {
         return Ok(mac);

@@ -186,11 +186,10 @@ fn syscall_bytes(trace: &str, call: &str, fd_path: &str) -> (usize, u64) {
             .rsplit("= ")
             .next()
             .and_then(|r| r.split_whitespace().next())
+            && let Ok(n) = ret.parse::<i64>()
         {
-            if let Ok(n) = ret.parse::<i64>() {
-                calls += 1;
-                bytes += n.max(0) as u64;
-            }
+            calls += 1;
+            bytes += n.max(0) as u64;
         }
     }
     (calls, bytes)

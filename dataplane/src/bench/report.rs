@@ -172,9 +172,9 @@ pub fn ratios(cells: &[Cell]) -> Vec<Ratio> {
 }
 
 pub fn human_bytes(n: usize) -> String {
-    if n >= 1 << 20 && n % (1 << 20) == 0 {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
         format!("{} MiB", n >> 20)
-    } else if n >= 1 << 10 && n % (1 << 10) == 0 {
+    } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
         format!("{} KiB", n >> 10)
     } else {
         format!("{n} B")
@@ -256,15 +256,18 @@ fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// A chart panel: title, cells, (bar, whisker low, whisker high) of a cell, unit.
+type Panel<'a> = (
+    String,
+    Vec<&'a Cell>,
+    fn(&Cell) -> Option<(f64, f64, f64)>,
+    &'static str,
+);
+
 /// Grouped bars: one panel per direction for throughput, one for p99
 /// latency; bars per mode within each batch size, whiskers for min–max.
 pub fn svg(report: &BenchReport) -> String {
-    let mut panels: Vec<(
-        String,
-        Vec<&Cell>,
-        fn(&Cell) -> Option<(f64, f64, f64)>,
-        &str,
-    )> = Vec::new();
+    let mut panels: Vec<Panel<'_>> = Vec::new();
     let directions: Vec<String> = {
         let mut d: Vec<String> = report.cells.iter().map(|c| c.direction.clone()).collect();
         d.dedup();

@@ -594,11 +594,13 @@ pub struct ProduceRequest<'a> {
     pub topics: Vec<ProduceTopic<'a>>,
 }
 
+/// (partition, records as a range of the request body; `None` = null)
+pub type ProducePartition = (i32, Option<Range<usize>>);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProduceTopic<'a> {
     pub name: &'a str,
-    /// (partition, records as a range of the request body; `None` = null)
-    pub partitions: Vec<(i32, Option<Range<usize>>)>,
+    pub partitions: Vec<ProducePartition>,
 }
 
 impl<'a> ProduceRequest<'a> {

@@ -640,24 +640,3 @@ fn inspect_reports_damage_with_file_and_position() {
         "{err}"
     );
 }
-
-/// Throughput of the generator (run with `--release --ignored`); prints MB/s.
-#[test]
-#[ignore = "benchmark, run explicitly in release mode"]
-fn generate_throughput() {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = GenSpec {
-        records: 1_000_000,
-        record_size: 1000,
-        records_per_batch: 100,
-        seed: 1,
-        key: true,
-    };
-    let s = generate::generate(dir.path(), &tp(), &spec).unwrap();
-    let mbps = s.bytes as f64 / s.elapsed.as_secs_f64() / 1e6;
-    println!(
-        "generated {} bytes in {:?}: {mbps:.0} MB/s",
-        s.bytes, s.elapsed
-    );
-    assert_eq!(s.records, 1_000_000);
-}

@@ -372,12 +372,12 @@ pub fn fetch(
         let consumed = verifier
             .feed(records)
             .map_err(|source| ClientError::Verify { addr, source })?;
-        if let Some(sink) = sink.as_mut() {
-            if consumed > 0 {
-                let first = BatchHeader::parse(records).map_or(before, |h| h.base_offset);
-                sink.append(&records[..consumed], first)
-                    .map_err(|source| ClientError::Copy { source })?;
-            }
+        if let Some(sink) = sink.as_mut()
+            && consumed > 0
+        {
+            let first = BatchHeader::parse(records).map_or(before, |h| h.base_offset);
+            sink.append(&records[..consumed], first)
+                .map_err(|source| ClientError::Copy { source })?;
         }
         if verifier.next_offset == before
             && header.high_watermark <= before

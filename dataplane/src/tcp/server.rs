@@ -518,7 +518,7 @@ impl Connection {
     fn produce(
         &mut self,
         acks: i16,
-        topics: Vec<(String, Vec<(i32, Option<std::ops::Range<usize>>)>)>,
+        topics: Vec<(String, Vec<messages::ProducePartition>)>,
         request: &mut [u8],
         version: i16,
     ) {

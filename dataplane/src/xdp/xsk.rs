@@ -454,7 +454,7 @@ fn interface_mtu(iface: &str) -> Option<u32> {
     // ifreq we own, for the duration of the call.
     let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFMTU, &mut req) };
     // SAFETY: after a successful SIOCGIFMTU the union holds the MTU.
-    (rc == 0).then(|| unsafe { req.ifr_ifru.ifru_mtu } as u32)
+    (rc == 0).then_some(unsafe { req.ifr_ifru.ifru_mtu } as u32)
 }
 
 impl XskSocket {

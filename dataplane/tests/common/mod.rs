@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 mod lab;
+// Each test crate uses a different part of the shared helpers.
+#[allow(unused_imports)]
 pub use lab::*;
 
 use std::{
@@ -90,10 +92,10 @@ impl Server {
         std::thread::spawn(move || {
             for line in stderr.lines() {
                 let Ok(line) = line else { break };
-                if let Some(addr) = line.split(" on ").nth(1).and_then(|s| s.split(' ').next()) {
-                    if let Ok(addr) = addr.parse::<SocketAddr>() {
-                        let _ = tx.send(addr);
-                    }
+                if let Some(addr) = line.split(" on ").nth(1).and_then(|s| s.split(' ').next())
+                    && let Ok(addr) = addr.parse::<SocketAddr>()
+                {
+                    let _ = tx.send(addr);
                 }
                 sink.lock().unwrap().push(line);
             }
