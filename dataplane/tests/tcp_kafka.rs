@@ -7,12 +7,11 @@ mod common;
 use std::{
     io::{Read, Write},
     net::TcpStream,
-    path::Path,
     process::Command,
     time::Duration,
 };
 
-use common::{Server, dataplane, dataplane_ok, gen_log, kcat};
+use common::{Server, dataplane, dataplane_ok, gen_log, kcat, segment_bytes};
 use dataplane::{
     kafka::messages::{self, api, error},
     log::{TopicPartition, generate},
@@ -20,19 +19,6 @@ use dataplane::{
 };
 
 const MODES: [&str; 2] = ["copy", "sendfile"];
-
-fn segment_bytes(dir: &Path) -> Vec<u8> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|f| std::fs::read(f).unwrap())
-        .collect()
-}
 
 #[test]
 fn serve_and_fetch_are_byte_identical_in_both_modes() {

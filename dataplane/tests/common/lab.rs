@@ -242,3 +242,53 @@ pub fn ping_from(ns: &str, dst: Ipv4Addr, count: u16) -> u16 {
     .join()
     .expect("ping thread")
 }
+
+/// Sends whole Ethernet frames, as they are, out of the client's veth end
+/// through an AF_PACKET socket: what the server receives is exactly these
+/// bytes, whatever their addresses or lengths claim.
+pub fn send_raw_from_client(lab: &Lab, frames: Vec<Vec<u8>>) {
+    let client_ns = lab.config().client_ns.clone();
+    let iface = std::ffi::CString::new(lab.config().client_veth.clone()).unwrap();
+    dataplane::lab::spawn_in_netns(&client_ns, move || {
+        // SAFETY: if_nametoindex reads the NUL-terminated name only.
+        let ifindex = unsafe { libc::if_nametoindex(iface.as_ptr()) };
+        assert_ne!(ifindex, 0, "no client veth {iface:?}");
+        // SAFETY: plain socket(2); the fd is closed below.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+        assert!(
+            fd >= 0,
+            "AF_PACKET socket: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: sockaddr_ll is plain old data; all-zero is valid.
+        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as u16;
+        addr.sll_ifindex = ifindex as i32;
+        addr.sll_halen = 6;
+        for frame in frames {
+            addr.sll_addr[..6].copy_from_slice(&frame[..6]);
+            // SAFETY: buffer and address are valid for the given lengths.
+            let n = unsafe {
+                libc::sendto(
+                    fd,
+                    frame.as_ptr().cast(),
+                    frame.len(),
+                    0,
+                    (&addr as *const libc::sockaddr_ll).cast(),
+                    size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(
+                n,
+                frame.len() as isize,
+                "AF_PACKET sendto: {}",
+                std::io::Error::last_os_error()
+            );
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        // SAFETY: closes the fd opened above, once.
+        unsafe { libc::close(fd) };
+    })
+    .join()
+    .expect("raw sender thread");
+}

@@ -9,11 +9,12 @@ pub use lab::*;
 
 use std::{
     io::{BufRead, BufReader},
-    net::SocketAddr,
+    net::{Ipv4Addr, SocketAddr},
     os::unix::process::CommandExt,
     path::Path,
-    process::{Child, Command, Output, Stdio},
+    process::{Child, Command, ExitStatus, Output, Stdio},
     sync::{Arc, Mutex},
+    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
@@ -38,6 +39,20 @@ pub fn dataplane_ok(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
+/// The bytes of a partition directory's segments, in offset order.
+pub fn segment_bytes(dir: &Path) -> Vec<u8> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| std::fs::read(f).unwrap())
+        .collect()
+}
+
 pub fn gen_log(dir: &Path, topic: &str, records: u64, size: usize, per_batch: u32) {
     dataplane_ok(&[
         "gen",
@@ -60,20 +75,53 @@ pub struct Server {
     child: Child,
     pub addr: SocketAddr,
     log: Arc<Mutex<Vec<String>>>,
+    reader: Option<JoinHandle<()>>,
 }
 
-impl Server {
-    pub fn start(log_dir: &Path, extra: &[&str]) -> Server {
-        Self::start_with(Command::new(BIN), log_dir, extra)
+/// How to start a `dataplane serve`: the command that runs the binary (the
+/// binary itself, strace wrapping it, or `ip netns exec`) and the Kafka
+/// listen address. [`ServeCommand::start`] adds the log directory and the
+/// rest of the arguments.
+pub struct ServeCommand {
+    cmd: Command,
+    listen: String,
+}
+
+impl ServeCommand {
+    /// The binary itself, listening on a free loopback port.
+    pub fn new() -> ServeCommand {
+        ServeCommand::wrapped(Command::new(BIN))
     }
 
-    /// Starts the server through `cmd` (e.g. strace wrapping the binary).
-    pub fn start_with(mut cmd: Command, log_dir: &Path, extra: &[&str]) -> Server {
+    /// `cmd` runs the binary (e.g. strace wrapping it); loopback listener.
+    pub fn wrapped(cmd: Command) -> ServeCommand {
+        ServeCommand {
+            cmd,
+            listen: "127.0.0.1:0".into(),
+        }
+    }
+
+    /// The binary inside network namespace `ns` (`ip netns exec`, which
+    /// execs it, so the server keeps the child's pid), listening on a free
+    /// port of `ip`.
+    pub fn in_netns(ns: &str, ip: Ipv4Addr) -> ServeCommand {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns, BIN]);
+        ServeCommand {
+            cmd,
+            listen: format!("{ip}:0"),
+        }
+    }
+
+    /// Starts `serve --listen .. --log-dir log_dir extra..` and waits for
+    /// its "serving ... on ADDR" line; panics with its log if it ends first.
+    pub fn start(self, log_dir: &Path, extra: &[&str]) -> Server {
+        let ServeCommand { mut cmd, listen } = self;
         let mut child = cmd
             .args([
                 "serve",
                 "--listen",
-                "127.0.0.1:0",
+                &listen,
                 "--log-dir",
                 log_dir.to_str().unwrap(),
             ])
@@ -89,25 +137,56 @@ impl Server {
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let sink = log.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in stderr.lines() {
                 let Ok(line) = line else { break };
-                if let Some(addr) = line.split(" on ").nth(1).and_then(|s| s.split(' ').next())
-                    && let Ok(addr) = addr.parse::<SocketAddr>()
-                {
+                let addr = line
+                    .contains("serving ")
+                    .then(|| line.split(" on ").nth(1)?.split(' ').next()?.parse().ok())
+                    .flatten();
+                // In the log before anyone is told the server is ready.
+                sink.lock().unwrap().push(line);
+                if let Some(addr) = addr {
                     let _ = tx.send(addr);
                 }
-                sink.lock().unwrap().push(line);
             }
         });
         let addr = match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(addr) => addr,
             Err(_) => {
-                let _ = child.kill();
-                panic!("server did not start: {:?}", log.lock().unwrap());
+                // SAFETY: kill(2) on the process group our child leads.
+                unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+                let status = child.wait();
+                let _ = reader.join();
+                panic!(
+                    "server did not start ({status:?}): {:?}",
+                    log.lock().unwrap()
+                );
             }
         };
-        Server { child, addr, log }
+        Server {
+            child,
+            addr,
+            log,
+            reader: Some(reader),
+        }
+    }
+}
+
+impl Default for ServeCommand {
+    fn default() -> Self {
+        ServeCommand::new()
+    }
+}
+
+impl Server {
+    pub fn start(log_dir: &Path, extra: &[&str]) -> Server {
+        ServeCommand::new().start(log_dir, extra)
+    }
+
+    /// Starts the server through `cmd` (e.g. strace wrapping the binary).
+    pub fn start_with(cmd: Command, log_dir: &Path, extra: &[&str]) -> Server {
+        ServeCommand::wrapped(cmd).start(log_dir, extra)
     }
 
     pub fn log(&self) -> Vec<String> {
@@ -153,6 +232,31 @@ impl Server {
     pub fn stop(&mut self) {
         self.signal(libc::SIGTERM);
         let _ = self.child.wait();
+    }
+
+    /// Sends `signal`, waits (at most 30 s, then SIGKILL and panic) for the
+    /// server to exit and for its last log line; returns how it exited.
+    pub fn finish(&mut self, signal: i32) -> ExitStatus {
+        self.signal(signal);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                self.signal(libc::SIGKILL);
+                let _ = self.child.wait();
+                panic!(
+                    "server did not exit within 30 s of signal {signal}: {:?}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        status
     }
 }
 
