@@ -320,6 +320,9 @@ struct BenchArgs {
     /// AF_XDP bind mode.
     #[arg(long, value_enum, default_value_t = dataplane::xdp::xsk::BindMode::Auto)]
     bind: dataplane::xdp::xsk::BindMode,
+    /// XDP attach mode for afxdp (on veth, skb mode skips a copy driver mode makes).
+    #[arg(long, value_enum, default_value_t = dataplane::xdp::loader::XdpModeChoice::Auto)]
+    xdp_mode: dataplane::xdp::loader::XdpModeChoice,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -656,6 +659,13 @@ fn parse_topology(spec: &str) -> Result<dataplane::bench::run::Topology> {
         description: format!("{server_iface} ({server_ns}) <- {client_iface} ({client_ns})"),
         mtu: 0,
     })
+}
+
+/// The command-line spelling of a value.
+fn value_name(value: &impl clap::ValueEnum) -> String {
+    value
+        .to_possible_value()
+        .map_or_else(String::new, |v| v.get_name().to_owned())
 }
 
 fn bench(args: BenchArgs) -> Result<()> {

@@ -181,6 +181,39 @@ pub fn human_bytes(n: usize) -> String {
     }
 }
 
+/// The facts of an "obtained" description that fit a table column:
+/// "server XDP native, copy bind, 3520 B frames; client ...".
+fn short_obtained(obtained: &str) -> String {
+    if !obtained.contains("AF_XDP") {
+        return obtained.to_owned();
+    }
+    let facts = |side: &str| {
+        let mode = if side.contains("XDP native") {
+            "native"
+        } else if side.contains("XDP skb") {
+            "skb"
+        } else {
+            "?"
+        };
+        let bind = if side.contains("zero-copy bind") {
+            "zero-copy"
+        } else {
+            "copy"
+        };
+        let frame = side
+            .split("frames sent up to ")
+            .nth(1)
+            .and_then(|s| s.split(' ').next())
+            .unwrap_or("?");
+        format!("XDP {mode}, {bind} bind, {frame} B frames")
+    };
+    obtained
+        .split("; client ")
+        .map(facts)
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
 /// The terminal table: one row per cell, ratios to sendfile beside it.
 pub fn table(report: &BenchReport) -> String {
     let mut s = String::new();
@@ -230,7 +263,7 @@ pub fn table(report: &BenchReport) -> String {
             cell.cpu_seconds_per_gb.median,
             latency,
             vs,
-            cell.obtained,
+            short_obtained(&cell.obtained),
             if cell.verified { "" } else { "  UNVERIFIED" }
         );
     }

@@ -40,10 +40,10 @@ pub struct LabConfig {
     /// Prefix length of both addresses.
     #[arg(long, default_value_t = 24)]
     pub prefix_len: u8,
-    /// MTU of both veth ends. 3520 is the most veth allows with an XDP
-    /// program attached (one page per frame); AF_XDP pays per frame, TCP
-    /// hardly notices (GSO/GRO), so use --mtu 1500 to see the small-frame case.
-    #[arg(long, default_value_t = 3520)]
+    /// MTU of both veth ends. 3506 is the most at which veth runs an XDP
+    /// program in driver mode (one page per frame); AF_XDP pays per frame,
+    /// TCP hardly notices (GSO/GRO). Use --mtu 1500 for the small-frame case.
+    #[arg(long, default_value_t = crate::xdp::doctor::XDP_MAX_MTU)]
     pub mtu: u32,
     /// RX and TX queues of each veth end.
     #[arg(long, default_value_t = 1)]
@@ -60,7 +60,7 @@ impl Default for LabConfig {
             server_ip: Ipv4Addr::new(10, 77, 0, 1),
             client_ip: Ipv4Addr::new(10, 77, 0, 2),
             prefix_len: 24,
-            mtu: 3520,
+            mtu: crate::xdp::doctor::XDP_MAX_MTU,
             queues: 1,
         }
     }

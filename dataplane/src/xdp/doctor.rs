@@ -20,9 +20,12 @@ const CAP_NET_ADMIN: u32 = 12;
 const CAP_NET_RAW: u32 = 13;
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_BPF: u32 = 39;
-/// Largest MTU a veth accepts with an XDP program that does not handle
-/// multi-buffer frames (a page minus headroom and skb_shared_info).
-pub const XDP_MAX_MTU: u32 = 3520;
+
+/// Largest MTU a driver-mode XDP program without multi-buffer support
+/// attaches at on veth: one 4 KiB page less the XDP headroom (256), the
+/// skb_shared_info (320) and the Ethernet header. Above it the attach fails
+/// with ERANGE (skb mode still works); real NIC drivers have their own limits.
+pub const XDP_MAX_MTU: u32 = 3506;
 
 /// How a finding bodes for the AF_XDP path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
