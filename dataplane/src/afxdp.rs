@@ -5,7 +5,6 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
     path::PathBuf,
     sync::{Arc, atomic::AtomicBool},
     time::{Duration, Instant},
@@ -160,61 +159,18 @@ pub enum AfxdpError {
     },
 }
 
-/// A socket in the calling thread's network namespace, for interface ioctls.
-fn ioctl_socket() -> std::io::Result<OwnedFd> {
-    // SAFETY: plain socket(2); the fd is owned right below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd was just returned by socket(2) and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn interface_ioctl(
-    iface: &str,
-    request: libc::Ioctl,
-    what: &'static str,
-) -> Result<libc::ifreq, AfxdpError> {
-    let err = |source| AfxdpError::Interface {
-        iface: iface.into(),
-        what,
-        source,
-    };
-    if iface.len() >= libc::IFNAMSIZ {
-        return Err(err(std::io::Error::from_raw_os_error(libc::ENAMETOOLONG)));
-    }
-    let socket = ioctl_socket().map_err(err)?;
-    // SAFETY: ifreq is plain old data; all-zero is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(iface.bytes()) {
-        *dst = src as libc::c_char;
-    }
-    // SAFETY: the request reads ifr_name and fills ifr_ifru of the ifreq we
-    // own, for the duration of the call.
-    if unsafe { libc::ioctl(socket.as_raw_fd(), request, &mut req) } < 0 {
-        return Err(err(std::io::Error::last_os_error()));
-    }
-    Ok(req)
-}
-
-/// The interface's MAC and first IPv4 address (in this thread's namespace).
+/// The interface's MAC and IPv4 address (in this thread's namespace).
 pub fn local_endpoint(iface: &str, port: u16) -> Result<Endpoint, AfxdpError> {
-    let hw = interface_ioctl(iface, libc::SIOCGIFHWADDR, "reading its MAC address")?;
-    // SAFETY: SIOCGIFHWADDR filled ifru_hwaddr.
-    let data = unsafe { hw.ifr_ifru.ifru_hwaddr }.sa_data;
-    let mut mac = [0u8; 6];
-    for (m, d) in mac.iter_mut().zip(data.iter()) {
-        *m = *d as u8;
-    }
-    let addr = interface_ioctl(
-        iface,
-        libc::SIOCGIFADDR,
-        "reading its IPv4 address (does it have one?)",
-    )?;
-    // SAFETY: SIOCGIFADDR filled ifru_addr with a sockaddr_in for AF_INET.
-    let sin: libc::sockaddr_in = unsafe { std::mem::transmute_copy(&addr.ifr_ifru.ifru_addr) };
-    let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+    let err = |what| {
+        move |source| AfxdpError::Interface {
+            iface: iface.into(),
+            what,
+            source,
+        }
+    };
+    let mac = crate::xdp::iface::mac(iface).map_err(err("reading its MAC address"))?;
+    let ip = crate::xdp::iface::ipv4(iface)
+        .map_err(err("reading its IPv4 address (does it have one?)"))?;
     Ok(Endpoint { mac, ip, port })
 }
 

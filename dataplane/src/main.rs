@@ -378,6 +378,17 @@ fn run(command: Command) -> Result<()> {
     }
 }
 
+impl ClientMode {
+    /// Whether this client takes the AF_XDP path (auto decides by probing).
+    fn uses_afxdp(self, args: &AfxdpArgs) -> bool {
+        match self {
+            ClientMode::Tcp => false,
+            ClientMode::Afxdp => true,
+            ClientMode::Auto => auto_afxdp(args, "TCP"),
+        }
+    }
+}
+
 /// Decides whether `auto` gets AF_XDP; prints the reason when it does not.
 fn auto_afxdp(args: &AfxdpArgs, fallback: &str) -> bool {
     let reason = match args.iface.as_deref() {
@@ -568,11 +579,7 @@ fn fetch(args: FetchArgs) -> Result<()> {
     if args.max_bytes <= 0 {
         bail!("--max-bytes must be positive");
     }
-    let afxdp = match args.mode {
-        ClientMode::Tcp => false,
-        ClientMode::Afxdp => true,
-        ClientMode::Auto => auto_afxdp(&args.afxdp, "TCP"),
-    };
+    let afxdp = args.mode.uses_afxdp(&args.afxdp);
     let tp = args.partition.tp();
     if let Some(samples) = args.latency {
         let latency = if afxdp {
@@ -615,11 +622,7 @@ fn fetch(args: FetchArgs) -> Result<()> {
 }
 
 fn produce(args: ProduceArgs) -> Result<()> {
-    let afxdp = match args.mode {
-        ClientMode::Tcp => false,
-        ClientMode::Afxdp => true,
-        ClientMode::Auto => auto_afxdp(&args.afxdp, "TCP"),
-    };
+    let afxdp = args.mode.uses_afxdp(&args.afxdp);
     let report = if afxdp {
         afxdp::produce(
             &args.afxdp,
@@ -730,8 +733,9 @@ fn bench(args: BenchArgs) -> Result<()> {
             "--frame-size".into(),
             args.frame_size.to_string(),
             "--bind".into(),
-            clap::ValueEnum::to_possible_value(&args.bind)
-                .map_or("auto".into(), |v| v.get_name().to_owned()),
+            value_name(&args.bind),
+            "--xdp-mode".into(),
+            value_name(&args.xdp_mode),
         ],
     };
     let mut bench = run::Bench {

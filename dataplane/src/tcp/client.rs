@@ -89,6 +89,15 @@ pub enum ClientError {
     Log(#[from] crate::log::partition::LogError),
 }
 
+/// A response that names no partition where one was asked for.
+fn no_partitions() -> WireError {
+    WireError {
+        what: "partitions",
+        position: 0,
+        problem: "none in the response",
+    }
+}
+
 /// A blocking connection to one broker.
 pub struct KafkaClient {
     stream: TcpStream,
@@ -208,13 +217,7 @@ impl KafkaClient {
             LIST_OFFSETS_VERSION,
         )
         .map_err(malformed)?;
-        let p = parts.first().ok_or_else(|| {
-            malformed(WireError {
-                what: "partitions",
-                position: 0,
-                problem: "none in the response",
-            })
-        })?;
+        let p = parts.first().ok_or_else(|| malformed(no_partitions()))?;
         if p.error_code != error::NONE {
             return Err(ClientError::Kafka {
                 api: "ListOffsets",
@@ -274,13 +277,10 @@ impl KafkaClient {
         if top_error != error::NONE {
             return Err(kafka_error(top_error));
         }
-        let part = parts.into_iter().next().ok_or_else(|| {
-            malformed(WireError {
-                what: "partitions",
-                position: 0,
-                problem: "none in the response",
-            })
-        })?;
+        let part = parts
+            .into_iter()
+            .next()
+            .ok_or_else(|| malformed(no_partitions()))?;
         if part.header.error_code != error::NONE {
             return Err(kafka_error(part.header.error_code));
         }
@@ -312,11 +312,7 @@ impl KafkaClient {
         let p = parts.into_iter().next().ok_or(ClientError::Malformed {
             api: "Produce",
             addr,
-            source: WireError {
-                what: "partitions",
-                position: 0,
-                problem: "none in the response",
-            },
+            source: no_partitions(),
         })?;
         if p.error_code != error::NONE {
             return Err(ClientError::Kafka {

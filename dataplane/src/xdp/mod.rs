@@ -3,5 +3,6 @@
 //! that says what this machine supports.
 
 pub mod doctor;
+pub mod iface;
 pub mod loader;
 pub mod xsk;

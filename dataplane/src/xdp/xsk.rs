@@ -10,7 +10,7 @@ use std::{
     ffi::CString,
     fmt, io,
     num::NonZeroU32,
-    os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
+    os::fd::{AsFd, BorrowedFd},
     ptr::NonNull,
     time::{Duration, Instant},
 };
@@ -432,31 +432,6 @@ fn hint_for(call: &str, e: &io::Error, bind: BindMode) -> &'static str {
 
 const ETH_HEADER_LEN: usize = 14;
 
-/// The interface's MTU, asked of a socket in the calling thread's network
-/// namespace (sysfs would show the namespace it was mounted in).
-fn interface_mtu(iface: &str) -> Option<u32> {
-    if iface.len() >= libc::IFNAMSIZ {
-        return None;
-    }
-    // SAFETY: plain socket(2); the fd is owned right below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: fd was just returned by socket(2) and is owned by nothing else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: ifreq is plain old data; all-zero is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(iface.bytes()) {
-        *dst = src as libc::c_char;
-    }
-    // SAFETY: SIOCGIFMTU reads ifr_name and writes ifr_ifru.ifru_mtu of the
-    // ifreq we own, for the duration of the call.
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFMTU, &mut req) };
-    // SAFETY: after a successful SIOCGIFMTU the union holds the MTU.
-    (rc == 0).then_some(unsafe { req.ifr_ifru.ifru_mtu } as u32)
-}
-
 impl XskSocket {
     /// Creates the UMEM, the socket and its rings, and binds it to
     /// `config.queue` of `iface` (in the calling thread's network namespace).
@@ -566,8 +541,7 @@ impl XskSocket {
         let bound = bound_mode(fd).map_err(|e| fail("getsockopt(XDP_OPTIONS)", e))?;
 
         let rx_frames = config.frame_count - config.tx_frames;
-        let mtu = interface_mtu(iface);
-        let max_frame = match mtu {
+        let max_frame = match super::iface::mtu(iface).ok() {
             Some(mtu) => (mtu as usize + ETH_HEADER_LEN).min(config.frame_size as usize),
             None => config.frame_size as usize,
         };
