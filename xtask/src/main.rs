@@ -54,9 +54,10 @@ fn main() -> Result<()> {
             // The default members (dataplane, dataplane-common, xtask); the eBPF
             // crate is built by dataplane's build.rs and has no host tests.
             run(
+                // Every suite runs even when one fails, so CI shows all failures.
                 Command::new("cargo")
                     .current_dir(&root)
-                    .arg("test")
+                    .args(["test", "--no-fail-fast"])
                     .args(&args),
                 "cargo test",
             )

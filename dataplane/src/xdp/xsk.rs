@@ -149,7 +149,8 @@ pub struct XskReport {
     pub busy_poll: BusyPollReport,
     /// Bytes per UMEM frame.
     pub frame_size: u32,
-    /// Largest frame sent: the UMEM frame or MTU + 14, whichever is smaller.
+    /// Largest frame sent: the UMEM frame less the kernel's receive headroom,
+    /// or MTU + 14, whichever is smaller.
     pub max_frame: u32,
     /// TX pool frames.
     pub tx_frames: u32,
@@ -431,6 +432,8 @@ fn hint_for(call: &str, e: &io::Error, bind: BindMode) -> &'static str {
 }
 
 const ETH_HEADER_LEN: usize = 14;
+/// Headroom the kernel reserves in each UMEM chunk before a received frame.
+const XDP_PACKET_HEADROOM: usize = 256;
 
 impl XskSocket {
     /// Creates the UMEM, the socket and its rings, and binds it to
@@ -541,9 +544,13 @@ impl XskSocket {
         let bound = bound_mode(fd).map_err(|e| fail("getsockopt(XDP_OPTIONS)", e))?;
 
         let rx_frames = config.frame_count - config.tx_frames;
+        // The kernel keeps XDP_PACKET_HEADROOM in front of every received
+        // frame, so a chunk holds that much less frame; a larger frame sent
+        // to a socket configured like this one would be dropped (rx_dropped).
+        let chunk = config.frame_size as usize - XDP_PACKET_HEADROOM;
         let max_frame = match super::iface::mtu(iface).ok() {
-            Some(mtu) => (mtu as usize + ETH_HEADER_LEN).min(config.frame_size as usize),
-            None => config.frame_size as usize,
+            Some(mtu) => (mtu as usize + ETH_HEADER_LEN).min(chunk),
+            None => chunk,
         };
         let mut socket = XskSocket {
             rx,
