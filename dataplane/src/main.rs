@@ -703,10 +703,7 @@ fn bench(args: BenchArgs) -> Result<()> {
                 server_iface: cfg.server_veth.clone(),
                 client_iface: cfg.client_veth.clone(),
                 queue: 0,
-                description: format!(
-                    "lab: veth pair {} <-> {} between namespaces",
-                    cfg.server_veth, cfg.client_veth
-                ),
+                description: format!("lab (veth {} <-> {})", cfg.server_veth, cfg.client_veth),
                 mtu: cfg.mtu,
             }
         }

@@ -344,7 +344,7 @@ pub fn svg(report: &BenchReport) -> String {
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         s,
-        r#"<text x="20" y="24" font-size="15" font-weight="bold">dataplane bench: {} — kernel {}, {} CPUs, MTU {}</text>"#,
+        r#"<text x="20" y="22" font-size="15" font-weight="bold">dataplane bench</text><text x="172" y="22">{} — kernel {}, {} CPUs, MTU {}</text>"#,
         escape(&report.network),
         escape(&report.kernel),
         report.cpus,
