@@ -516,3 +516,37 @@ fn a_produced_batch_with_a_bad_crc_is_rejected_and_nothing_reaches_the_log() {
         10
     );
 }
+
+#[test]
+fn many_concurrent_clients_are_served_in_both_modes() {
+    let src = tempfile::tempdir().unwrap();
+    gen_log(src.path(), "events", 5000, 500, 10);
+    for mode in MODES {
+        let server = Server::start(src.path(), &["--mode", mode]);
+        let addr = server.addr.to_string();
+        let clients: Vec<_> = (0..8)
+            .map(|i| {
+                let addr = addr.clone();
+                // Small responses, so the clients' requests interleave.
+                let max_bytes = (16 << 10) * (i + 1);
+                std::thread::spawn(move || {
+                    dataplane_ok(&[
+                        "fetch",
+                        "--server",
+                        &addr,
+                        "--topic",
+                        "events",
+                        "--max-bytes",
+                        &max_bytes.to_string(),
+                        "--json",
+                    ])
+                })
+            })
+            .collect();
+        for client in clients {
+            let report: serde_json::Value = serde_json::from_str(&client.join().unwrap()).unwrap();
+            assert_eq!(report["records"], 5000, "{mode}: {report}");
+            assert_eq!(report["verified"], true, "{mode}");
+        }
+    }
+}
