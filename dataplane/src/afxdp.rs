@@ -374,6 +374,12 @@ impl FetchSource for BrokerSource {
             offset
         };
         let end = log.high_watermark();
+        if next < log.log_start_offset() || next > end {
+            return Err(format!(
+                "offset {next} is out of range: {topic}-{partition} holds {}..{end}",
+                log.log_start_offset()
+            ));
+        }
         let limit = if max_bytes == 0 { u64::MAX } else { max_bytes };
         let mut stream = LogStream {
             slices: Vec::new(),
@@ -623,7 +629,8 @@ pub fn latency(
     let peer = end.peer();
     let mut histogram = Latency::histogram();
     let mut offset = EARLIEST;
-    for _ in 0..samples {
+    let mut wrapped = false;
+    while (histogram.len() as usize) < samples {
         let request = transport::FetchRequest {
             topic: &tp.topic,
             partition: tp.partition,
@@ -641,9 +648,17 @@ pub fn latency(
             return Err(e);
         }
         if report.batches == 0 {
-            offset = EARLIEST; // past the end: wrap
+            // Past the end: wrap, unless the log has nothing from its start.
+            if std::mem::replace(&mut wrapped, true) {
+                return Err(AfxdpError::Transport(transport::ClientError::Protocol {
+                    peer,
+                    reason: format!("{tp} has no batches to measure"),
+                }));
+            }
+            offset = EARLIEST;
             continue;
         }
+        wrapped = false;
         histogram
             .saturating_record(report.elapsed.saturating_sub(report.handshake).as_nanos() as u64);
         offset = verifier.next_offset;

@@ -201,7 +201,11 @@ impl ServerProcess {
     }
 
     fn stop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid.
+        // Once reaped, the pid may belong to someone else: never signal it.
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        // SAFETY: kill(2) on our own child's pid, which is not yet reaped.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while std::time::Instant::now() < deadline {

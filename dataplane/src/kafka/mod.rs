@@ -70,9 +70,13 @@ pub fn read_frame(
             max,
         });
     }
+    // Grow with what arrives rather than trusting the prefix: a client that
+    // announces 100 MiB and sends nothing must not get 100 MiB of memory.
     buf.clear();
-    buf.resize(size, 0);
-    let got = read_full(r, buf).map_err(|source| FrameError::Io { what, source })?;
+    let got = r
+        .take(size as u64)
+        .read_to_end(buf)
+        .map_err(|source| FrameError::Io { what, source })?;
     if got < size {
         return Err(FrameError::Truncated {
             what,

@@ -442,10 +442,13 @@ impl Connection {
         let mut pieces = Vec::new();
         // KIP-74: the response may exceed max_bytes by one batch for the
         // first partition with data, so a large batch never gets stuck.
+        // The response's size prefix is an i32: whatever the request says,
+        // the records stay well below it (room left for the framing).
+        const RECORDS_LIMIT: usize = i32::MAX as usize - (1 << 20);
         let mut remaining = if req.max_bytes > 0 {
-            req.max_bytes as usize
+            (req.max_bytes as usize).min(RECORDS_LIMIT)
         } else {
-            usize::MAX
+            RECORDS_LIMIT
         };
         let mut first_with_data = true;
         messages::encode_fetch_response_top(&mut self.response, version, req.topics.len());

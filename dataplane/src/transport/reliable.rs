@@ -84,6 +84,11 @@ impl Rtt {
     }
 
     /// The current retransmission timeout, backoff included.
+    /// The smoothed round-trip time (the initial RTO before any sample).
+    pub fn smoothed(&self) -> Duration {
+        self.srtt.unwrap_or(self.timing.initial_rto)
+    }
+
     pub fn rto(&self) -> Duration {
         let base = match self.srtt {
             None => self.timing.initial_rto,
@@ -227,8 +232,14 @@ impl Sender {
         while bits != 0 {
             let i = bits.trailing_zeros();
             bits &= bits - 1;
-            let seq = cum + 1 + i;
-            let Some(s) = self.slots.get_mut(seq.wrapping_sub(base) as usize) else {
+            let Some(seq) = cum.checked_add(1 + i) else {
+                break;
+            };
+            // A reordered, older ack may name frames already released.
+            let Some(index) = seq.checked_sub(base) else {
+                continue;
+            };
+            let Some(s) = self.slots.get_mut(index as usize) else {
                 break;
             };
             mark(s, true);
@@ -236,13 +247,19 @@ impl Sender {
         }
         if let Some(h) = highest_sacked {
             let threshold = self.rtt.timing().dup_threshold;
+            // A frame resent less than a round trip ago cannot have been
+            // acknowledged yet: acks for frames sent before it say nothing
+            // about the resend, so they must not trigger another one.
+            let srtt = self.rtt.smoothed();
             for s in self.slots.iter_mut() {
                 if s.seq >= h {
                     break;
                 }
                 if !s.acked && !s.sacked && s.sends > 0 {
                     s.holes_seen = s.holes_seen.saturating_add(1);
-                    if s.holes_seen >= threshold && !s.due {
+                    let resent_recently =
+                        s.sends > 1 && now.saturating_duration_since(s.sent_at) < srtt;
+                    if s.holes_seen >= threshold && !s.due && !resent_recently {
                         s.due = true;
                         s.holes_seen = 0;
                         stats.fast_retransmissions += 1;
