@@ -378,7 +378,11 @@ impl HandPeer {
         assert_eq!(cookie.nonce, nonce);
         let echo = payload(
             &Header::new(Kind::CookieEcho, 0),
-            &Message::CookieEcho { cookie, window: 64 },
+            &Message::CookieEcho {
+                cookie,
+                window: 64,
+                max_frame: 4096,
+            },
         );
         let (session, _) = self.exchange(&echo, Kind::Accept);
         assert_ne!(session, 0, "accept without a session id");
@@ -428,6 +432,32 @@ fn fetch_is_byte_identical_with_2048_byte_frames() {
 #[test]
 fn fetch_is_byte_identical_with_4096_byte_frames() {
     fetch_is_byte_identical("4096");
+}
+
+/// The ends agree on the largest frame in the handshake: a server whose
+/// socket takes 2048-byte frames (1792 bytes after the kernel's headroom)
+/// and a client with 4096-byte frames still exchange everything, both ways.
+#[test]
+fn ends_with_different_frame_sizes_agree_on_the_smaller() {
+    require_root();
+    let lab = Lab::unique("fs").expect("lab up");
+    let src = tempfile::tempdir().unwrap();
+    let (topic, records, size, per_batch) = FETCH_TOPICS[1];
+    gen_log(src.path(), topic, records, size, per_batch);
+    let mut server = serve_afxdp(&lab, src.path(), &["--frame-size", "2048"]);
+    // The client keeps its default 4096-byte frames.
+    let report = fetch_identical(&lab, &server, src.path(), topic, &[]);
+    assert_eq!(report["records"], records, "{report}");
+    let spec = (5_000, 900, 10);
+    produce_afxdp(&lab, &server, "mixed", spec);
+    let stats = stop_for_statistics(&mut server, libc::SIGTERM);
+    assert_eq!(count(&stats, "transport.sessions_completed"), 2, "{stats}");
+    assert_eq!(
+        count(&stats, "xsk_statistics.rx_dropped"),
+        0,
+        "no frame too large for the server: {stats}"
+    );
+    assert_log_is_generated(src.path(), "mixed", spec);
 }
 
 // --- 2. produce --------------------------------------------------------------
@@ -744,6 +774,7 @@ fn requests_without_a_handshake_get_no_data() {
             nonce: 99,
         },
         window: 256,
+        max_frame: 4096,
     };
     send_raw_from_client(
         &lab,

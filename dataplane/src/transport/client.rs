@@ -141,6 +141,9 @@ struct Handshake<'r> {
     cookie: Option<CookieBody>,
     session: u32,
     server_window: u32,
+    /// Largest frame this client can receive, and the server's (from its accept).
+    max_frame: u16,
+    server_max_frame: usize,
     sent_at: Instant,
     sends: u32,
     started: Instant,
@@ -159,6 +162,8 @@ impl<'r> Handshake<'r> {
             cookie: None,
             session: 0,
             server_window: 1,
+            max_frame: u16::MAX,
+            server_max_frame: usize::MAX,
             sent_at: now,
             sends: 0,
             started: now,
@@ -187,10 +192,15 @@ impl<'r> Handshake<'r> {
                 }
                 true
             }
-            Message::Accept { nonce, window } if nonce == self.nonce => {
+            Message::Accept {
+                nonce,
+                window,
+                max_frame,
+            } if nonce == self.nonce => {
                 if self.phase == Phase::Echo {
                     self.session = f.header.session;
                     self.server_window = window.max(1);
+                    self.server_max_frame = usize::from(max_frame);
                     self.phase = Phase::Request;
                     self.sends = 0;
                     self.accepted = Some(now);
@@ -237,6 +247,7 @@ impl<'r> Handshake<'r> {
                 Message::CookieEcho {
                     cookie: self.cookie.expect("cookie in echo phase"),
                     window: self.window,
+                    max_frame: self.max_frame,
                 },
             ),
             _ => (Header::new(self.request.kind(), self.session), self.request),
@@ -314,6 +325,7 @@ pub fn fetch(
         max_bytes: req.max_bytes,
     };
     let mut hs = Handshake::new(start, request, cfg.window);
+    hs.max_frame = u16::try_from(link.frame_size()).unwrap_or(u16::MAX);
     let mut receiver = Receiver::new(cfg.window, frame::max_body(link.frame_size()));
     let mut asm = BatchAssembler::new(cfg.max_batch);
     let mut last_heard = start;
@@ -487,6 +499,8 @@ where
         Message::ProduceRequest { topic, partition },
         cfg.window,
     );
+    let own_max_frame = link.frame_size();
+    hs.max_frame = u16::try_from(own_max_frame).unwrap_or(u16::MAX);
     let mut sender: Option<Sender> = None;
     let mut feed = BatchFeed {
         iter: batches.into_iter(),
@@ -515,7 +529,13 @@ where
                 Message::Ack { cum, sack, window } if hs.phase >= Phase::Request => {
                     hs.phase = Phase::Streaming;
                     let s = sender.get_or_insert_with(|| {
-                        Sender::new(hs.session, hs.server_window, cfg.max_in_flight, rtt)
+                        Sender::new(
+                            hs.session,
+                            hs.server_window,
+                            cfg.max_in_flight,
+                            own_max_frame.min(hs.server_max_frame),
+                            rtt,
+                        )
                     });
                     s.on_ack(cum, sack, window, now, stats);
                 }

@@ -444,15 +444,19 @@ pub enum Message<'a> {
         nonce: u64,
     },
     Cookie(CookieBody),
-    /// `window`: frames the client can buffer beyond its cumulative ack.
+    /// `window`: frames the client can buffer beyond its cumulative ack;
+    /// `max_frame`: the largest frame it can receive (its socket's chunk).
     CookieEcho {
         cookie: CookieBody,
         window: u32,
+        max_frame: u16,
     },
-    /// The session id is in the header.
+    /// The session id is in the header. `max_frame` as in the echo: each
+    /// side sends frames no larger than the smaller of the two.
     Accept {
         nonce: u64,
         window: u32,
+        max_frame: u16,
     },
     FetchRequest {
         topic: &'a str,
@@ -583,13 +587,23 @@ impl<'a> Message<'a> {
                 at = HELLO_BODY_LEN;
             }
             Message::Cookie(c) => put_cookie(d, &mut at, &c)?,
-            Message::CookieEcho { cookie, window } => {
+            Message::CookieEcho {
+                cookie,
+                window,
+                max_frame,
+            } => {
                 put_cookie(d, &mut at, &cookie)?;
                 put(d, &mut at, window.to_be_bytes())?;
+                put(d, &mut at, max_frame.to_be_bytes())?;
             }
-            Message::Accept { nonce, window } => {
+            Message::Accept {
+                nonce,
+                window,
+                max_frame,
+            } => {
                 put(d, &mut at, nonce.to_be_bytes())?;
                 put(d, &mut at, window.to_be_bytes())?;
+                put(d, &mut at, max_frame.to_be_bytes())?;
             }
             Message::FetchRequest {
                 topic,
@@ -645,10 +659,12 @@ impl<'a> Message<'a> {
             Kind::CookieEcho => Message::CookieEcho {
                 cookie: r.cookie()?,
                 window: r.u32()?,
+                max_frame: r.u16()?,
             },
             Kind::Accept => Message::Accept {
                 nonce: r.u64()?,
                 window: r.u32()?,
+                max_frame: r.u16()?,
             },
             Kind::FetchRequest => {
                 let partition = r.u32()? as i32;
@@ -772,10 +788,12 @@ mod tests {
             Message::CookieEcho {
                 cookie: c,
                 window: 512,
+                max_frame: 4096,
             },
             Message::Accept {
                 nonce: 5,
                 window: 64,
+                max_frame: 4096,
             },
             Message::FetchRequest {
                 topic: "orders",

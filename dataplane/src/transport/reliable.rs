@@ -144,6 +144,7 @@ pub enum SendError {
 /// cumulatively acknowledged and re-posts them, uncopied, when lost.
 pub struct Sender {
     session: u32,
+    max_frame: usize,
     slots: VecDeque<TxSlot>,
     next_seq: u32,
     /// The receiver's cumulative ack (next sequence it expects).
@@ -158,9 +159,18 @@ pub struct Sender {
 impl Sender {
     /// `peer_window`: frames the receiver said it can take beyond its
     /// cumulative ack; `max_in_flight`: this sender's share of the TX pool.
-    pub fn new(session: u32, peer_window: u32, max_in_flight: usize, rtt: Rtt) -> Sender {
+    /// `max_frame`: the largest frame to send, the smaller of what this
+    /// link carries and what the peer said it can receive.
+    pub fn new(
+        session: u32,
+        peer_window: u32,
+        max_in_flight: usize,
+        max_frame: usize,
+        rtt: Rtt,
+    ) -> Sender {
         Sender {
             session,
+            max_frame,
             slots: VecDeque::with_capacity(max_in_flight),
             next_seq: 0,
             peer_cum: 0,
@@ -362,7 +372,9 @@ impl Sender {
                 break;
             };
             let buf = link.frame_mut(id);
-            let max = frame::max_body(buf.len());
+            let buf_len = buf.len().min(self.max_frame);
+            let buf = &mut buf[..buf_len];
+            let max = frame::max_body(buf_len);
             let n = match src.fill(self.pos, &mut frame::body_mut(buf)[..max]) {
                 Ok(n) => n.min(max),
                 Err(e) => {

@@ -156,6 +156,8 @@ struct Session<S, A> {
     route: Route,
     nonce: u64,
     peer_window: u32,
+    /// Largest frame the peer can receive.
+    peer_max_frame: usize,
     last_heard: Instant,
     role: Role<S, A>,
     /// Replies owed to the peer, sent after the receive burst.
@@ -192,6 +194,8 @@ pub struct Server<F: FetchSource, P: ProduceSink> {
 struct ConfigCache {
     c: ServerConfig,
     max_body: usize,
+    /// Largest frame this server's link carries (and can receive).
+    max_frame: usize,
 }
 
 struct StreamSource<'a, S: FetchStream>(&'a S);
@@ -217,6 +221,7 @@ impl<F: FetchSource, P: ProduceSink> Server<F, P> {
         Server {
             config: ConfigCache {
                 max_body: 0,
+                max_frame: 0,
                 c: config,
             },
             source,
@@ -249,6 +254,7 @@ impl<F: FetchSource, P: ProduceSink> Server<F, P> {
     pub fn poll(&mut self, link: &mut dyn FrameLink) -> io::Result<bool> {
         if self.config.max_body == 0 {
             self.config.max_body = frame::max_body(link.frame_size());
+            self.config.max_frame = link.frame_size();
         }
         let now = Instant::now();
         link.flush()?;
@@ -327,7 +333,8 @@ impl<F: FetchSource, P: ProduceSink> Server<F, P> {
             Message::CookieEcho {
                 cookie: echo,
                 window,
-            } => self.on_echo(f, echo, window, now),
+                max_frame,
+            } => self.on_echo(f, echo, window, max_frame, now),
             // Server-bound frames below need a session the peer proved its address for.
             _ => {
                 let Some(i) = self.find(f) else {
@@ -354,7 +361,14 @@ impl<F: FetchSource, P: ProduceSink> Server<F, P> {
         })
     }
 
-    fn on_echo(&mut self, f: &Frame<'_>, echo: CookieBody, window: u32, now: Instant) {
+    fn on_echo(
+        &mut self,
+        f: &Frame<'_>,
+        echo: CookieBody,
+        window: u32,
+        max_frame: u16,
+        now: Instant,
+    ) {
         let bucket = self.bucket(now);
         if echo.bucket != bucket && echo.bucket.wrapping_add(1) != bucket {
             self.stats.stale_cookies += 1;
@@ -390,6 +404,7 @@ impl<F: FetchSource, P: ProduceSink> Server<F, P> {
             },
             nonce: echo.nonce,
             peer_window: window.max(1),
+            peer_max_frame: usize::from(max_frame),
             last_heard: now,
             role: Role::Idle,
             owe_accept: true,
@@ -431,7 +446,9 @@ impl<F: FetchSource, P: ProduceSink> Server<F, P> {
                 Role::Idle => match self.source.open(topic, partition, offset, max_bytes) {
                     Ok(stream) => {
                         let rtt = Rtt::new(cfg.c.timing);
-                        let sender = Sender::new(s.id, s.peer_window, cfg.c.max_in_flight, rtt);
+                        let max_frame = cfg.max_frame.min(s.peer_max_frame);
+                        let sender =
+                            Sender::new(s.id, s.peer_window, cfg.c.max_in_flight, max_frame, rtt);
                         s.role = Role::Fetch { sender, stream };
                     }
                     Err(reason) => fail(s, stats, code::FETCH_REJECTED, reason),
@@ -573,6 +590,7 @@ impl<F: FetchSource, P: ProduceSink> Server<F, P> {
                 let m = Message::Accept {
                     nonce: s.nonce,
                     window: self.config.c.window,
+                    max_frame: u16::try_from(self.config.max_frame).unwrap_or(u16::MAX),
                 };
                 self.outbox.send(link, &s.route, &h, &m, stats);
             }

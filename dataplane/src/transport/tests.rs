@@ -579,6 +579,7 @@ fn forged_stale_and_misaddressed_cookies_open_no_session() {
         &Message::CookieEcho {
             cookie: forged,
             window: 64,
+            max_frame: 4096,
         },
     );
     // Echoed from another port than the one that said hello.
@@ -593,6 +594,7 @@ fn forged_stale_and_misaddressed_cookies_open_no_session() {
         &Message::CookieEcho {
             cookie: c,
             window: 64,
+            max_frame: 4096,
         },
     );
     // Stale: two periods later.
@@ -605,6 +607,7 @@ fn forged_stale_and_misaddressed_cookies_open_no_session() {
         &Message::CookieEcho {
             cookie: c,
             window: 64,
+            max_frame: 4096,
         },
     );
     h.settle();
@@ -622,6 +625,7 @@ fn forged_stale_and_misaddressed_cookies_open_no_session() {
         &Message::CookieEcho {
             cookie: c,
             window: 64,
+            max_frame: 4096,
         },
     );
     h.settle();
@@ -908,6 +912,7 @@ fn a_full_server_says_busy_in_a_frame_no_larger_than_the_echo() {
         &Message::CookieEcho {
             cookie: c,
             window: 64,
+            max_frame: 4096,
         },
     );
     h.settle();
@@ -923,6 +928,7 @@ fn a_full_server_says_busy_in_a_frame_no_larger_than_the_echo() {
         &Message::CookieEcho {
             cookie: c,
             window: 64,
+            max_frame: 4096,
         },
     );
     h.settle();
