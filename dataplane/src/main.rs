@@ -214,8 +214,9 @@ enum FsyncArg {
     Always,
 }
 
+/// How a client reaches the broker: `fetch` and `produce` alike.
 #[derive(Args)]
-struct FetchArgs {
+struct ClientPathArgs {
     /// Broker address (its Kafka listener; AF_XDP uses its IP and --udp-port).
     #[arg(long, default_value = "127.0.0.1:9092")]
     server: SocketAddr,
@@ -226,6 +227,31 @@ struct FetchArgs {
     afxdp: AfxdpArgs,
     #[command(flatten)]
     faults: FaultArgs,
+}
+
+impl ClientPathArgs {
+    /// Whether this client takes the AF_XDP path (auto decides by probing).
+    fn uses_afxdp(&self) -> bool {
+        match self.mode {
+            ClientMode::Tcp => false,
+            ClientMode::Afxdp => true,
+            ClientMode::Auto => auto_afxdp(&self.afxdp, "TCP"),
+        }
+    }
+
+    /// The server's IPv4 address, which the AF_XDP path needs.
+    fn server_ipv4(&self) -> Result<Ipv4Addr> {
+        match self.server.ip() {
+            IpAddr::V4(ip) => Ok(ip),
+            IpAddr::V6(_) => bail!("--server {}: the AF_XDP path speaks IPv4 only", self.server),
+        }
+    }
+}
+
+#[derive(Args)]
+struct FetchArgs {
+    #[command(flatten)]
+    path: ClientPathArgs,
     #[command(flatten)]
     partition: PartitionArgs,
     /// First offset (default: the log start).
@@ -251,16 +277,8 @@ struct FetchArgs {
 
 #[derive(Args)]
 struct ProduceArgs {
-    /// Broker address (its Kafka listener; AF_XDP uses its IP and --udp-port).
-    #[arg(long, default_value = "127.0.0.1:9092")]
-    server: SocketAddr,
-    /// Path to the server.
-    #[arg(long, short, value_enum, default_value_t = ClientMode::Tcp)]
-    mode: ClientMode,
-    #[command(flatten, next_help_heading = "AF_XDP")]
-    afxdp: AfxdpArgs,
     #[command(flatten)]
-    faults: FaultArgs,
+    path: ClientPathArgs,
     #[command(flatten)]
     partition: PartitionArgs,
     #[command(flatten)]
@@ -378,17 +396,6 @@ fn run(command: Command) -> Result<()> {
     }
 }
 
-impl ClientMode {
-    /// Whether this client takes the AF_XDP path (auto decides by probing).
-    fn uses_afxdp(self, args: &AfxdpArgs) -> bool {
-        match self {
-            ClientMode::Tcp => false,
-            ClientMode::Afxdp => true,
-            ClientMode::Auto => auto_afxdp(args, "TCP"),
-        }
-    }
-}
-
 /// Decides whether `auto` gets AF_XDP; prints the reason when it does not.
 fn auto_afxdp(args: &AfxdpArgs, fallback: &str) -> bool {
     let reason = match args.iface.as_deref() {
@@ -400,13 +407,6 @@ fn auto_afxdp(args: &AfxdpArgs, fallback: &str) -> bool {
     };
     eprintln!("dataplane: afxdp unavailable: {reason}; falling back to {fallback}");
     false
-}
-
-fn server_ipv4(server: SocketAddr) -> Result<Ipv4Addr> {
-    match server.ip() {
-        IpAddr::V4(ip) => Ok(ip),
-        IpAddr::V6(_) => bail!("--server {server}: the AF_XDP path speaks IPv4 only"),
-    }
 }
 
 fn gen_log(args: GenArgs) -> Result<()> {
@@ -579,13 +579,13 @@ fn fetch(args: FetchArgs) -> Result<()> {
     if args.max_bytes <= 0 {
         bail!("--max-bytes must be positive");
     }
-    let afxdp = args.mode.uses_afxdp(&args.afxdp);
+    let afxdp = args.path.uses_afxdp();
     let tp = args.partition.tp();
     if let Some(samples) = args.latency {
         let latency = if afxdp {
-            afxdp::latency(&args.afxdp, server_ipv4(args.server)?, &tp, samples)?
+            afxdp::latency(&args.path.afxdp, args.path.server_ipv4()?, &tp, samples)?
         } else {
-            tcp::client::latency(args.server, &tp, samples)?
+            tcp::client::latency(args.path.server, &tp, samples)?
         };
         if args.json {
             println!("{}", serde_json::to_string_pretty(&latency)?);
@@ -598,15 +598,15 @@ fn fetch(args: FetchArgs) -> Result<()> {
         return Ok(());
     }
     let report = if afxdp {
-        let server = server_ipv4(args.server)?;
+        let server = args.path.server_ipv4()?;
         afxdp::fetch(
-            &args.afxdp,
+            &args.path.afxdp,
             server,
             &tp,
             args.offset,
             args.batches,
             args.out_dir.as_ref(),
-            args.faults,
+            args.path.faults,
         )?
     } else {
         let options = tcp::client::FetchOptions {
@@ -616,20 +616,20 @@ fn fetch(args: FetchArgs) -> Result<()> {
             max_bytes: args.max_bytes,
             out_dir: args.out_dir,
         };
-        tcp::client::fetch(args.server, &options, print_progress("fetch"))?
+        tcp::client::fetch(args.path.server, &options, print_progress("fetch"))?
     };
     print_report("fetched", &report, args.json)
 }
 
 fn produce(args: ProduceArgs) -> Result<()> {
-    let afxdp = args.mode.uses_afxdp(&args.afxdp);
+    let afxdp = args.path.uses_afxdp();
     let report = if afxdp {
         afxdp::produce(
-            &args.afxdp,
-            server_ipv4(args.server)?,
+            &args.path.afxdp,
+            args.path.server_ipv4()?,
             &args.partition.tp(),
             &args.spec.spec(),
-            args.faults,
+            args.path.faults,
         )?
     } else {
         let options = tcp::client::ProduceOptions {
@@ -638,7 +638,7 @@ fn produce(args: ProduceArgs) -> Result<()> {
             batches_per_request: args.batches_per_request,
             acks: args.acks,
         };
-        tcp::client::produce(args.server, &options, print_progress("produce"))?
+        tcp::client::produce(args.path.server, &options, print_progress("produce"))?
     };
     print_report("produced", &report, args.json)
 }
