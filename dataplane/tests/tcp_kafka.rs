@@ -158,9 +158,11 @@ fn syscall_bytes(trace: &str, call: &str, fd_path: &str) -> (usize, u64) {
     let mut calls = 0;
     let mut bytes = 0;
     for line in trace.lines() {
+        // strace pads the pid column ("1483  read(" but "13913 read("), so
+        // trim whatever spaces follow it.
         let body = line.split_once(' ').map_or(line, |(pid, rest)| {
             if pid.chars().all(|c| c.is_ascii_digit()) {
-                rest
+                rest.trim_start()
             } else {
                 line
             }
