@@ -24,8 +24,3 @@ pub fn stop_on_signals() -> &'static AtomicBool {
     }
     &STOP
 }
-
-/// True once SIGINT or SIGTERM arrived.
-pub fn stopped() -> bool {
-    STOP.load(Ordering::SeqCst)
-}

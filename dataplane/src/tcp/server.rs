@@ -302,14 +302,16 @@ impl Connection {
 
     fn metadata(&mut self, req: &messages::MetadataRequest<'_>, version: i16) {
         let (host, port) = self.advertised();
+        // One snapshot of the partitions for the whole request.
+        let mut known_topics = self.broker.topics();
         let mut names: Vec<String> = match &req.topics {
             Some(topics) => topics.iter().map(|t| (*t).to_owned()).collect(),
-            None => self.broker.topics().into_keys().collect(),
+            None => known_topics.keys().cloned().collect(),
         };
         names.dedup();
         let mut topics = Vec::with_capacity(names.len());
         for name in &names {
-            let known = self.broker.topics().remove(name.as_str());
+            let known = known_topics.remove(name.as_str());
             let (error_code, partitions) = match known {
                 Some(partitions) => (error::NONE, partitions),
                 None if req.allow_auto_topic_creation && self.broker.auto_create() => {

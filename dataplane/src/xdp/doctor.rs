@@ -27,6 +27,21 @@ const CAP_BPF: u32 = 39;
 /// with ERANGE (skb mode still works); real NIC drivers have their own limits.
 pub const XDP_MAX_MTU: u32 = 3506;
 
+/// A minimal socket for trying a bind: a few frames are enough.
+fn probe_socket_config(queue: u32, bind: BindMode) -> XskConfig {
+    XskConfig {
+        bind,
+        queue,
+        frame_count: 64,
+        tx_frames: 32,
+        fill_size: 64,
+        completion_size: 64,
+        rx_size: 64,
+        tx_size: 64,
+        ..XskConfig::default()
+    }
+}
+
 /// How a finding bodes for the AF_XDP path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 pub enum Verdict {
@@ -546,17 +561,7 @@ fn check_interface(report: &mut Report, iface: &str, queue: u32) {
         }
     }
 
-    let config = XskConfig {
-        bind: BindMode::ZeroCopy,
-        queue,
-        frame_count: 64,
-        tx_frames: 32,
-        fill_size: 64,
-        completion_size: 64,
-        rx_size: 64,
-        tx_size: 64,
-        ..XskConfig::default()
-    };
+    let config = probe_socket_config(queue, BindMode::ZeroCopy);
     match XskSocket::open(iface, &config) {
         Ok(_) => report.push(
             Verdict::Ok,
@@ -704,16 +709,7 @@ pub fn probe(iface: &str, queue: u32) -> Result<Capabilities, Reason> {
         },
     })?;
     let xdp_mode = program.mode();
-    let config = XskConfig {
-        queue,
-        frame_count: 64,
-        tx_frames: 32,
-        fill_size: 64,
-        completion_size: 64,
-        rx_size: 64,
-        tx_size: 64,
-        ..XskConfig::default()
-    };
+    let config = probe_socket_config(queue, BindMode::Auto);
     let bind = XskSocket::open(iface, &config)
         .map(|s| s.report().bind)
         .map_err(|e| Reason::QueueBusy {
